@@ -1,0 +1,1 @@
+"""The site: Flower ClientApp and local DP-SGD training."""

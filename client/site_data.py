@@ -1,0 +1,78 @@
+"""A site's training and test tensors for one run, built from its node config and run settings."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch.utils.data import TensorDataset
+
+from fedvault.common.data import BUNDLED, Dataset, Standardizer, check_fits, load_dataset
+from fedvault.common.data import stratified_split as _split
+from fedvault.common.errors import ConfigError
+from fedvault.common.partition import shared_split, site_partition
+from fedvault.common.run_config import RunSettings
+
+__all__ = ["SiteData", "load_site_data"]
+
+
+@dataclass(frozen=True)
+class SiteData:
+    """One site's standardized train and test sets (standardization fitted on train only)."""
+
+    name: str
+    train: TensorDataset
+    test: TensorDataset
+
+
+def _tensors(ds: Dataset, scaler: Standardizer) -> TensorDataset:
+    return TensorDataset(torch.from_numpy(scaler.transform(ds.x)), torch.from_numpy(ds.y))
+
+
+def load_site_data(
+    node_config: Mapping[str, Any],
+    settings: RunSettings,
+    *,
+    input_shape: tuple[int, ...],
+    num_classes: int,
+) -> SiteData:
+    """Load what this site trains on.
+
+    Node config keys: ``data-path`` (the site's own CSV/NPZ; default: the run's bundled
+    dataset), ``label-column`` (CSV label column, default ``label``), and for demos
+    ``partition-id``/``num-partitions`` (take one partition of a shared bundled set).
+
+    Raises:
+        DataError: the data cannot be read or does not fit the run's model.
+        ConfigError: an inconsistent node config.
+    """
+    source = str(node_config.get("data-path", "") or settings.dataset)
+    ds = load_dataset(
+        source,
+        label_column=str(node_config.get("label-column", "label")),
+        num_classes=num_classes,
+    )
+    check_fits(ds, input_shape=input_shape, num_classes=num_classes)
+    if "partition-id" in node_config or "num-partitions" in node_config:
+        if source not in BUNDLED:
+            raise ConfigError(
+                "partition-id/num-partitions split a shared bundled dataset for demos; a "
+                "site with its own data-path trains on all of it."
+            )
+        pool, _holdout = shared_split(
+            ds, holdout_fraction=settings.holdout_fraction, seed=settings.seed
+        )
+        ds = site_partition(
+            pool,
+            partition_id=int(node_config.get("partition-id", 0)),
+            num_partitions=int(node_config.get("num-partitions", 1)),
+            seed=settings.seed,
+            alpha=settings.alpha,
+        )
+    site_seed = settings.seed + 1 + int(node_config.get("partition-id", 0))
+    train, test = _split(ds, test_fraction=settings.test_fraction, seed=site_seed)
+    scaler = Standardizer.fit(train.x)
+    name = str(node_config.get("site-name", "") or f"partition-{node_config.get('partition-id', 0)}")
+    return SiteData(name=name, train=_tensors(train, scaler), test=_tensors(test, scaler))

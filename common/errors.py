@@ -1,0 +1,44 @@
+"""The one error tree of fedvault: every error a user can see derives from FedvaultError."""
+
+from __future__ import annotations
+
+__all__ = [
+    "ConfigError",
+    "DataError",
+    "FederationError",
+    "FedvaultError",
+    "PrivacyConfigError",
+    "ProcessError",
+    "UpdateRejected",
+]
+
+
+class FedvaultError(Exception):
+    """Base of every error fedvault raises on purpose.
+
+    The message says what was wrong and, where it can, what to do about it.
+    """
+
+
+class ConfigError(FedvaultError, ValueError):
+    """A setting, option or run configuration value is invalid."""
+
+
+class PrivacyConfigError(ConfigError):
+    """A differential-privacy parameter is invalid (caught before any training)."""
+
+
+class DataError(FedvaultError, ValueError):
+    """A site's data file is missing, malformed or does not fit the model."""
+
+
+class UpdateRejected(FedvaultError, ValueError):
+    """A model update from a site failed validation and was not aggregated."""
+
+
+class FederationError(FedvaultError):
+    """The federation could not proceed (too few sites, a timeout, a failed run)."""
+
+
+class ProcessError(FedvaultError):
+    """A process fedvault started failed to start, died, or could not be stopped."""

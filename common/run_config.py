@@ -1,0 +1,150 @@
+"""A federation run's settings: read once from Flower's run config, checked, then typed."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, fields
+from typing import Any
+
+from fedvault.common.data import BUNDLED, describe_bundled
+from fedvault.common.errors import ConfigError
+from fedvault.common.privacy import DPConfig
+
+__all__ = ["RunSettings"]
+
+Scalar = bool | int | float | str
+
+
+def _unset(value: float) -> float | None:
+    """Flower run-config values cannot be null: 0 stands for 'not set'."""
+    return None if value == 0 else value
+
+
+@dataclass(frozen=True)
+class RunSettings:
+    """Everything both sides must agree on for one run.
+
+    Field names are the kebab-case run-config keys with ``_`` for ``-``.
+    """
+
+    num_server_rounds: int = 3
+    dataset: str = "digits"
+    model: str = "cnn"
+    input_shape: str = ""
+    num_classes: int = 0
+    local_epochs: int = 1
+    batch_size: int = 32
+    learning_rate: float = 0.5
+    momentum: float = 0.0
+    max_grad_norm: float = 1.0
+    noise_multiplier: float = 0.0
+    target_epsilon: float = 8.0
+    target_delta: float = 0.0
+    accountant: str = "prv"
+    grad_sample_mode: str = "hooks"
+    min_sites: int = 2
+    wait_timeout: float = 120.0
+    round_timeout: float = 600.0
+    max_update_norm: float = 1000.0
+    fraction_evaluate: float = 0.0
+    holdout_fraction: float = 0.2
+    test_fraction: float = 0.2
+    non_iid_alpha: float = 0.0
+    seed: int = 42
+    report_path: str = ""
+
+    def __post_init__(self) -> None:
+        checks: list[tuple[bool, str]] = [
+            (self.num_server_rounds >= 1, "num-server-rounds must be >= 1"),
+            (self.local_epochs >= 1, "local-epochs must be >= 1"),
+            (self.batch_size >= 1, "batch-size must be >= 1"),
+            (self.learning_rate > 0 and math.isfinite(self.learning_rate),
+             "learning-rate must be a positive number"),
+            (0 <= self.momentum < 1, "momentum must be in [0, 1)"),
+            (self.min_sites >= 1, "min-sites must be >= 1"),
+            (self.wait_timeout > 0, "wait-timeout must be > 0 seconds"),
+            (self.round_timeout > 0, "round-timeout must be > 0 seconds"),
+            (self.max_update_norm > 0, "max-update-norm must be > 0"),
+            (0 <= self.fraction_evaluate <= 1, "fraction-evaluate must be in [0, 1]"),
+            (0 < self.holdout_fraction < 1, "holdout-fraction must be in (0, 1)"),
+            (0 < self.test_fraction < 1, "test-fraction must be in (0, 1)"),
+            (self.non_iid_alpha >= 0, "non-iid-alpha must be >= 0 (0 means IID)"),
+            (self.grad_sample_mode in ("hooks", "ghost", "functorch", "ew"),
+             "grad-sample-mode must be one of hooks, ghost, functorch, ew"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise ConfigError(f"Invalid run config: {message}.")
+        self.dp  # noqa: B018 -- builds and so validates the DP settings now, not mid-run
+
+    @property
+    def dp(self) -> DPConfig:
+        return DPConfig(
+            max_grad_norm=self.max_grad_norm,
+            noise_multiplier=_unset(self.noise_multiplier),
+            target_epsilon=_unset(self.target_epsilon),
+            target_delta=_unset(self.target_delta),
+            accountant=self.accountant,
+        )
+
+    def model_io(self) -> tuple[tuple[int, ...], int]:
+        """(example shape, number of classes): given in the config, or the bundled set's."""
+        if self.input_shape and self.num_classes:
+            try:
+                shape = tuple(int(d) for d in self.input_shape.split(","))
+            except ValueError:
+                raise ConfigError(
+                    f"input-shape must be comma-separated integers such as '30' or "
+                    f"'1,8,8', got {self.input_shape!r}."
+                ) from None
+            return shape, self.num_classes
+        if self.dataset in BUNDLED:
+            return describe_bundled(self.dataset)
+        raise ConfigError(
+            f"Dataset {self.dataset!r} is not bundled: the run config must give input-shape "
+            "and num-classes for the model."
+        )
+
+    @property
+    def alpha(self) -> float | None:
+        return _unset(self.non_iid_alpha)
+
+    @classmethod
+    def from_run_config(cls, run_config: Mapping[str, Any]) -> RunSettings:
+        """Read Flower's run config (kebab-case keys); unknown keys are an error."""
+        known = {f.name.replace("_", "-"): f for f in fields(cls)}
+        unknown = sorted(set(run_config) - set(known))
+        if unknown:
+            raise ConfigError(
+                f"Unknown run-config keys {unknown}; known keys are {sorted(known)}."
+            )
+        values: dict[str, Any] = {}
+        for key, value in run_config.items():
+            field = known[key]
+            default = field.default
+            values[field.name] = _cast(key, value, type(default))
+        return cls(**values)
+
+    def to_run_config(self) -> dict[str, Scalar]:
+        """The kebab-case mapping Flower's ``--run-config`` takes."""
+        return {f.name.replace("_", "-"): getattr(self, f.name) for f in fields(self)}
+
+
+def _cast(key: str, value: Any, kind: type) -> Any:
+    if kind is bool:
+        if isinstance(value, bool):
+            return value
+    elif kind is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+    elif kind is float:
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            return float(value)
+    elif kind is str and isinstance(value, str):
+        return value
+    raise ConfigError(
+        f"Run-config key {key!r} must be a {kind.__name__}, got {value!r}."
+    )

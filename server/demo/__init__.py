@@ -1,0 +1,1 @@
+"""`fedvault demo`: a whole local federation over TLS with node authentication."""

@@ -1,0 +1,3 @@
+"""placeholder"""
+def demo() -> None:
+    """Run a local federation."""
