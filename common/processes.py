@@ -1,0 +1,107 @@
+"""Child processes that are always reaped: output to a log file, SIGTERM then SIGKILL."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+from fedvault.common.errors import ProcessError
+
+__all__ = ["ManagedProcess", "flower_env", "free_port", "tail"]
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that was free a moment ago."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def flower_env(flwr_home: Path, extra: Mapping[str, str] | None = None) -> dict[str, str]:
+    """Environment for every Flower process fedvault starts.
+
+    Telemetry and update checks off; a private ``FLWR_HOME``; this interpreter's ``bin`` first
+    on ``PATH`` (Flower starts ``flower-superexec``/``flwr-*`` helpers by bare name).
+    """
+    env = dict(os.environ)
+    env.update(
+        {
+            "FLWR_TELEMETRY_ENABLED": "0",
+            "FLWR_DISABLE_UPDATE_CHECK": "1",
+            "FLWR_HOME": str(flwr_home),
+            "PYTHONUNBUFFERED": "1",
+        }
+    )
+    env["PATH"] = str(Path(sys.executable).parent) + os.pathsep + env.get("PATH", "")
+    env.update(extra or {})
+    return env
+
+
+def tail(path: Path, lines: int = 15) -> str:
+    """The last lines of a log file, for error messages."""
+    try:
+        text = path.read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return ""
+    return "\n".join(text.splitlines()[-lines:])
+
+
+class ManagedProcess:
+    """A long-running child whose output goes to ``log_path``.
+
+    Output never goes to a pipe: Flower's helper processes inherit it and a pipe nobody
+    drains can deadlock them. ``stop()`` always reaps the child, which Flower's helpers
+    need in order to notice that their parent is gone.
+    """
+
+    def __init__(self, name: str, command: Sequence[str], *, env: Mapping[str, str],
+                 log_path: Path, cwd: Path | None = None):
+        self.name = name
+        self.command = list(command)
+        self.log_path = log_path
+        log_path.parent.mkdir(parents=True, exist_ok=True)
+        with log_path.open("ab") as log:
+            try:
+                self.popen = subprocess.Popen(
+                    self.command, env=dict(env), cwd=cwd, stdout=log,
+                    stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                )
+            except OSError as e:
+                raise ProcessError(f"Cannot start {name} ({self.command[0]}): {e}") from e
+
+    @property
+    def pid(self) -> int:
+        return self.popen.pid
+
+    def alive(self) -> bool:
+        return self.popen.poll() is None
+
+    def check_alive(self) -> None:
+        """Raise ProcessError, with the end of its log, if the process has exited."""
+        if not self.alive():
+            raise ProcessError(
+                f"{self.name} exited with status {self.popen.returncode}. End of its log "
+                f"({self.log_path}):\n{tail(self.log_path)}"
+            )
+
+    def wait(self, timeout: float) -> int:
+        try:
+            return self.popen.wait(timeout=timeout)
+        except subprocess.TimeoutExpired as e:
+            raise ProcessError(f"{self.name} did not exit within {timeout:g} s") from e
+
+    def stop(self, timeout: float = 15.0) -> int:
+        """SIGTERM, then SIGKILL after ``timeout`` seconds; always reaps. Returns the status."""
+        if self.popen.poll() is None:
+            self.popen.send_signal(signal.SIGTERM)
+            try:
+                self.popen.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                self.popen.kill()
+                self.popen.wait()
+        return int(self.popen.returncode)

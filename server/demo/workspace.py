@@ -1,0 +1,42 @@
+"""A throwaway federation workspace: CA, server certificate and one node key pair per site."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from fedvault.common.pki import CertificateAuthority, generate_node_keys, issue_server_certificate, write_private
+
+__all__ = ["Workspace"]
+
+
+@dataclass(frozen=True)
+class Workspace:
+    """Paths of everything one local federation needs; private keys are 0600."""
+
+    root: Path
+    ca: Path
+    cert: Path
+    key: Path
+    node_keys: tuple[Path, ...]
+
+    @classmethod
+    def create(cls, root: Path, *, sites: int) -> Workspace:
+        certs = root / "certs"
+        certs.mkdir(parents=True, exist_ok=True)
+        ca = CertificateAuthority.create(common_name="fedvault demo CA")
+        (certs / "ca.pem").write_bytes(ca.certificate_pem())
+        cert_pem, key_pem = issue_server_certificate(ca)
+        (certs / "server.pem").write_bytes(cert_pem)
+        write_private(certs / "server.key", key_pem)
+        # The CA key is not needed after issuing: it is never written to disk.
+        keys = []
+        for i in range(sites):
+            private = root / "sites" / f"site-{i}" / "node.key"
+            generate_node_keys(f"site-{i}").save(private)
+            keys.append(private)
+        return cls(root, certs / "ca.pem", certs / "server.pem", certs / "server.key", tuple(keys))
+
+    def public_key(self, site: int) -> bytes:
+        path = self.node_keys[site]
+        return path.with_name(path.name + ".pub").read_bytes()
