@@ -2,17 +2,19 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
 import subprocess
 import sys
+import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from fedvault.common.errors import ProcessError
 
-__all__ = ["ManagedProcess", "flower_env", "free_port", "tail"]
+__all__ = ["ManagedProcess", "descendants", "flower_env", "free_port", "tail"]
 
 
 def free_port() -> int:
@@ -40,6 +42,47 @@ def flower_env(flwr_home: Path, extra: Mapping[str, str] | None = None) -> dict[
     env["PATH"] = str(Path(sys.executable).parent) + os.pathsep + env.get("PATH", "")
     env.update(extra or {})
     return env
+
+
+def descendants(pid: int) -> list[int]:
+    """Every live descendant of ``pid`` (Linux /proc; empty elsewhere)."""
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            stat = entry.read_text()
+        except OSError:
+            continue
+        # the command name may hold spaces and parentheses: split after its last ')'
+        fields = stat[stat.rfind(")") + 2 :].split()
+        if fields and fields[0] != "Z":
+            children.setdefault(int(fields[1]), []).append(int(entry.parent.name))
+    found: list[int] = []
+    todo = list(children.get(pid, []))
+    while todo:
+        child = todo.pop()
+        found.append(child)
+        todo += children.get(child, [])
+    return found
+
+
+def _reap_or_kill(pids: list[int], timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    remaining = list(pids)
+    while remaining and time.monotonic() < deadline:
+        remaining = [p for p in remaining if _running(p)]
+        if remaining:
+            time.sleep(0.1)
+    for pid in remaining:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.kill(pid, signal.SIGKILL)
+
+
+def _running(pid: int) -> bool:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat[stat.rfind(")") + 2 :].split()[0] != "Z"
 
 
 def tail(path: Path, lines: int = 15) -> str:
@@ -96,7 +139,12 @@ class ManagedProcess:
             raise ProcessError(f"{self.name} did not exit within {timeout:g} s") from e
 
     def stop(self, timeout: float = 15.0) -> int:
-        """SIGTERM, then SIGKILL after ``timeout`` seconds; always reaps. Returns the status."""
+        """SIGTERM, then SIGKILL after ``timeout`` seconds; always reaps. Returns the status.
+
+        Helpers the process started (Flower's SuperExec and app processes, which watch
+        their parent and exit by themselves) get ``timeout`` seconds more, then SIGKILL.
+        """
+        helpers = descendants(self.popen.pid)
         if self.popen.poll() is None:
             self.popen.send_signal(signal.SIGTERM)
             try:
@@ -104,4 +152,5 @@ class ManagedProcess:
             except subprocess.TimeoutExpired:
                 self.popen.kill()
                 self.popen.wait()
+        _reap_or_kill(helpers, timeout)
         return int(self.popen.returncode)
