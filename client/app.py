@@ -11,8 +11,8 @@ from flwr.clientapp import ClientApp
 from fedvault.client.run_privacy import RunPrivacy
 from fedvault.client.site_data import SiteData, load_site_data
 from fedvault.client.training import steps_per_epoch, train_local
-from fedvault.common.evaluation import evaluate
 from fedvault.common.device import pick_device, seed_everything
+from fedvault.common.evaluation import evaluate
 from fedvault.common.nets import build_model
 from fedvault.common.privacy import PrivacyStep, epsilon_spent, noise_for_target
 from fedvault.common.protocol import ARRAYS, CONFIG, METRICS, SITE, error_code_for
@@ -32,7 +32,7 @@ def _answer_errors(handler: Handler) -> Handler:
     def wrapped(msg: Message, context: Context) -> Message:
         try:
             return handler(msg, context)
-        except Exception as e:  # noqa: BLE001 -- every failure must reach the server as a reply
+        except Exception as e:
             code = error_code_for(e)
             if code.name == "INTERNAL":
                 log.exception("Unexpected failure while handling %s", msg.metadata.message_type)
@@ -77,8 +77,10 @@ def train(msg: Message, context: Context) -> Message:
             privacy.noise_multiplier = dp.noise_multiplier
         else:
             assert dp.target_epsilon is not None  # DPConfig guarantees one of the two
-            planned = settings.num_server_rounds * settings.local_epochs * steps_per_epoch(
-                n, settings.batch_size
+            planned = (
+                settings.num_server_rounds
+                * settings.local_epochs
+                * steps_per_epoch(n, settings.batch_size)
             )
             privacy.noise_multiplier = noise_for_target(
                 target_epsilon=dp.target_epsilon,
@@ -110,7 +112,12 @@ def train(msg: Message, context: Context) -> Message:
     epsilon = epsilon_spent(privacy.history, delta=delta, accountant=dp.accountant)
     log.info(
         "Round %d at %s: %d steps, loss %.4f, epsilon %.3f (delta %.1e)",
-        server_round, data.name, result.steps, result.loss, epsilon, delta,
+        server_round,
+        data.name,
+        result.steps,
+        result.loss,
+        epsilon,
+        delta,
     )
     metrics = MetricRecord(
         {

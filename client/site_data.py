@@ -74,5 +74,7 @@ def load_site_data(
     site_seed = settings.seed + 1 + int(node_config.get("partition-id", 0))
     train, test = _split(ds, test_fraction=settings.test_fraction, seed=site_seed)
     scaler = Standardizer.fit(train.x)
-    name = str(node_config.get("site-name", "") or f"partition-{node_config.get('partition-id', 0)}")
+    name = str(
+        node_config.get("site-name", "") or f"partition-{node_config.get('partition-id', 0)}"
+    )
     return SiteData(name=name, train=_tensors(train, scaler), test=_tensors(test, scaler))

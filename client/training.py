@@ -108,7 +108,7 @@ def train_local(
                 total_seen += len(y)
     if noise_multiplier is not None:
         # Strip Opacus's hooks so the caller's module is a plain nn.Module again.
-        train_model.remove_hooks()  # type: ignore[operator]
+        train_model.remove_hooks()
     return TrainResult(
         loss=total_loss / max(total_seen, 1), steps=steps, sample_rate=sample_rate, num_examples=n
     )

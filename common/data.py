@@ -200,9 +200,7 @@ def check_fits(ds: Dataset, *, input_shape: Sequence[int], num_classes: int) -> 
         )
 
 
-def stratified_split(
-    ds: Dataset, *, test_fraction: float, seed: int
-) -> tuple[Dataset, Dataset]:
+def stratified_split(ds: Dataset, *, test_fraction: float, seed: int) -> tuple[Dataset, Dataset]:
     """Split into (train, test), keeping class proportions; every class keeps >= 1 train row."""
     if not 0.0 < test_fraction < 1.0:
         raise DataError(f"test_fraction must be in (0, 1), got {test_fraction}.")
@@ -210,7 +208,7 @@ def stratified_split(
     test_idx: list[np.ndarray] = []
     for label in np.unique(ds.y):
         members = rng.permutation(np.flatnonzero(ds.y == label))
-        n_test = min(int(round(len(members) * test_fraction)), len(members) - 1)
+        n_test = min(round(len(members) * test_fraction), len(members) - 1)
         test_idx.append(members[:n_test])
     test = np.sort(np.concatenate(test_idx)) if test_idx else np.array([], dtype=np.int64)
     train = np.setdiff1d(np.arange(len(ds)), test)
@@ -237,4 +235,5 @@ class Standardizer:
         return cls(mean, std)
 
     def transform(self, x: np.ndarray) -> np.ndarray:
-        return ((x - self.mean) / self.std).astype(np.float32)
+        out: np.ndarray = ((x - self.mean) / self.std).astype(np.float32)
+        return out

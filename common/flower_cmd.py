@@ -35,14 +35,20 @@ def superlink_command(
     """
     return [
         "flower-superlink",
-        "--ssl-ca-certfile", str(ca),
-        "--ssl-certfile", str(cert),
-        "--ssl-keyfile", str(key),
+        "--ssl-ca-certfile",
+        str(ca),
+        "--ssl-certfile",
+        str(cert),
+        "--ssl-keyfile",
+        str(key),
         "--enable-supernode-auth",
         "--disable-runtime-dependency-installation",
-        "--database", str(database),
-        "--host", host,
-        "--port", str(port),
+        "--database",
+        str(database),
+        "--host",
+        host,
+        "--port",
+        str(port),
     ]
 
 
@@ -57,11 +63,16 @@ def supernode_command(
     """A SuperNode that trusts ``ca`` and authenticates with ``private_key``."""
     command = [
         "flower-supernode",
-        "--superlink", superlink,
-        "--root-certificates", str(ca),
-        "--auth-supernode-private-key", str(private_key),
-        "--host", "127.0.0.1",
-        "--port", str(port),
+        "--superlink",
+        superlink,
+        "--root-certificates",
+        str(ca),
+        "--auth-supernode-private-key",
+        str(private_key),
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
     ]
     if node_config:
         command += ["--node-config", config_args(node_config)]

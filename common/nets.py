@@ -28,7 +28,8 @@ class MLP(nn.Module):
         self.net = nn.Sequential(*layers)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.net(x)
+        out: torch.Tensor = self.net(x)
+        return out
 
 
 class CNN(nn.Module):
@@ -38,9 +39,7 @@ class CNN(nn.Module):
     an adaptive pool so any image size of at least 4x4 works.
     """
 
-    def __init__(
-        self, *, in_channels: int, num_classes: int, channels: Sequence[int] = (16, 32)
-    ):
+    def __init__(self, *, in_channels: int, num_classes: int, channels: Sequence[int] = (16, 32)):
         super().__init__()
         layers: list[nn.Module] = []
         width = in_channels
@@ -57,7 +56,8 @@ class CNN(nn.Module):
         self.head = nn.Linear(width * 4, num_classes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(torch.flatten(self.pool(self.features(x)), 1))
+        out: torch.Tensor = self.head(torch.flatten(self.pool(self.features(x)), 1))
+        return out
 
 
 @dataclass(frozen=True)

@@ -61,9 +61,7 @@ def partition_indices(
     )
 
 
-def shared_split(
-    ds: Dataset, *, holdout_fraction: float, seed: int
-) -> tuple[Dataset, Dataset]:
+def shared_split(ds: Dataset, *, holdout_fraction: float, seed: int) -> tuple[Dataset, Dataset]:
     """Split a dataset every party holds (a bundled demo set) into (site pool, server holdout).
 
     The server evaluates on the holdout; sites partition the pool. Both sides call this
@@ -77,8 +75,6 @@ def site_partition(
 ) -> Dataset:
     """The examples of one demo site: partition ``partition_id`` of ``num_partitions``."""
     if not 0 <= partition_id < num_partitions:
-        raise ConfigError(
-            f"partition-id must be in 0..{num_partitions - 1}, got {partition_id}."
-        )
+        raise ConfigError(f"partition-id must be in 0..{num_partitions - 1}, got {partition_id}.")
     parts = partition_indices(pool.y, num_partitions=num_partitions, seed=seed, alpha=alpha)
     return pool.subset(parts[partition_id])

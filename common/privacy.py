@@ -101,7 +101,7 @@ def default_delta(num_examples: int) -> float:
         raise PrivacyConfigError("A site with no training examples cannot train.")
     bound = 1.0 / (10 * num_examples)
     exponent = math.floor(math.log10(bound))
-    return math.floor(bound / 10**exponent) * 10**exponent
+    return float(math.floor(bound / 10**exponent) * 10**exponent)
 
 
 def _make_accountant(name: str, history: Iterable[PrivacyStep]) -> IAccountant:
@@ -110,7 +110,9 @@ def _make_accountant(name: str, history: Iterable[PrivacyStep]) -> IAccountant:
     return accountant
 
 
-def epsilon_spent(history: Sequence[PrivacyStep], *, delta: float, accountant: str = "prv") -> float:
+def epsilon_spent(
+    history: Sequence[PrivacyStep], *, delta: float, accountant: str = "prv"
+) -> float:
     """Epsilon of the composition of every step in ``history`` at ``delta``.
 
     A fresh accountant is built from the recorded steps alone, so anyone holding the same

@@ -102,8 +102,15 @@ class ManagedProcess:
     need in order to notice that their parent is gone.
     """
 
-    def __init__(self, name: str, command: Sequence[str], *, env: Mapping[str, str],
-                 log_path: Path, cwd: Path | None = None):
+    def __init__(
+        self,
+        name: str,
+        command: Sequence[str],
+        *,
+        env: Mapping[str, str],
+        log_path: Path,
+        cwd: Path | None = None,
+    ):
         self.name = name
         self.command = list(command)
         self.log_path = log_path
@@ -111,8 +118,12 @@ class ManagedProcess:
         with log_path.open("ab") as log:
             try:
                 self.popen = subprocess.Popen(
-                    self.command, env=dict(env), cwd=cwd, stdout=log,
-                    stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                    self.command,
+                    env=dict(env),
+                    cwd=cwd,
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                    stdin=subprocess.DEVNULL,
                 )
             except OSError as e:
                 raise ProcessError(f"Cannot start {name} ({self.command[0]}): {e}") from e

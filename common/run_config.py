@@ -59,8 +59,10 @@ class RunSettings:
             (self.num_server_rounds >= 1, "num-server-rounds must be >= 1"),
             (self.local_epochs >= 1, "local-epochs must be >= 1"),
             (self.batch_size >= 1, "batch-size must be >= 1"),
-            (self.learning_rate > 0 and math.isfinite(self.learning_rate),
-             "learning-rate must be a positive number"),
+            (
+                self.learning_rate > 0 and math.isfinite(self.learning_rate),
+                "learning-rate must be a positive number",
+            ),
             (0 <= self.momentum < 1, "momentum must be in [0, 1)"),
             (self.min_sites >= 1, "min-sites must be >= 1"),
             (self.wait_timeout > 0, "wait-timeout must be > 0 seconds"),
@@ -70,8 +72,10 @@ class RunSettings:
             (0 < self.holdout_fraction < 1, "holdout-fraction must be in (0, 1)"),
             (0 < self.test_fraction < 1, "test-fraction must be in (0, 1)"),
             (self.non_iid_alpha >= 0, "non-iid-alpha must be >= 0 (0 means IID)"),
-            (self.grad_sample_mode in ("hooks", "ghost", "functorch", "ew"),
-             "grad-sample-mode must be one of hooks, ghost, functorch, ew"),
+            (
+                self.grad_sample_mode in ("hooks", "ghost", "functorch", "ew"),
+                "grad-sample-mode must be one of hooks, ghost, functorch, ew",
+            ),
         ]
         for ok, message in checks:
             if not ok:
@@ -116,9 +120,7 @@ class RunSettings:
         known = {f.name.replace("_", "-"): f for f in fields(cls)}
         unknown = sorted(set(run_config) - set(known))
         if unknown:
-            raise ConfigError(
-                f"Unknown run-config keys {unknown}; known keys are {sorted(known)}."
-            )
+            raise ConfigError(f"Unknown run-config keys {unknown}; known keys are {sorted(known)}.")
         values: dict[str, Any] = {}
         for key, value in run_config.items():
             field = known[key]
@@ -145,6 +147,4 @@ def _cast(key: str, value: Any, kind: type) -> Any:
             return float(value)
     elif kind is str and isinstance(value, str):
         return value
-    raise ConfigError(
-        f"Run-config key {key!r} must be a {kind.__name__}, got {value!r}."
-    )
+    raise ConfigError(f"Run-config key {key!r} must be a {kind.__name__}, got {value!r}.")

@@ -33,8 +33,12 @@ def run_federation(grid: Grid, settings: RunSettings, reporter: RunReporter) -> 
     seed_everything(settings.seed)
     model = build_model(settings.model, input_shape=input_shape, num_classes=num_classes)
     nodes = wait_for_sites(grid, minimum=settings.min_sites, timeout=settings.wait_timeout)
-    reporter.emit("started", sites=len(nodes), rounds=settings.num_server_rounds,
-                  config=settings.to_run_config())
+    reporter.emit(
+        "started",
+        sites=len(nodes),
+        rounds=settings.num_server_rounds,
+        config=settings.to_run_config(),
+    )
     strategy = ValidatingFedAvg(
         min_sites=settings.min_sites,
         wait_timeout=settings.wait_timeout,

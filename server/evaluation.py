@@ -8,9 +8,9 @@ import torch
 from flwr.app import ArrayRecord, MetricRecord
 from torch.utils.data import TensorDataset
 
-from fedvault.common.evaluation import evaluate
 from fedvault.common.data import BUNDLED, Standardizer, load_dataset
 from fedvault.common.device import pick_device
+from fedvault.common.evaluation import evaluate
 from fedvault.common.nets import build_model
 from fedvault.common.partition import shared_split
 from fedvault.common.run_config import RunSettings
@@ -29,7 +29,8 @@ def holdout_evaluator(settings: RunSettings) -> Evaluator | None:
     if settings.dataset not in BUNDLED:
         return None
     _pool, holdout = shared_split(
-        load_dataset(settings.dataset), holdout_fraction=settings.holdout_fraction,
+        load_dataset(settings.dataset),
+        holdout_fraction=settings.holdout_fraction,
         seed=settings.seed,
     )
     scaler = Standardizer.fit(holdout.x)

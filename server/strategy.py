@@ -49,13 +49,21 @@ def _site_name(content: RecordDict, node_id: int) -> str:
     return str(site["name"]) if site is not None and "name" in site else f"node-{node_id}"
 
 
+def _number(metrics: MetricRecord, key: str) -> float:
+    value = metrics[key]
+    if isinstance(value, list):
+        raise UpdateRejected(f"metric {key!r} must be a single number")
+    return float(value)
+
+
 def aggregate_site_metrics(records: list[RecordDict], weighting_key: str) -> MetricRecord:
     """Weighted means of losses and accuracies; the worst (largest) epsilon and delta."""
-    total = sum(float(r[METRICS][weighting_key]) for r in records)  # type: ignore[arg-type]
+    metrics = [r.metric_records[METRICS] for r in records]
+    total = sum(_number(m, weighting_key) for m in metrics)
     out: dict[str, Any] = {weighting_key: int(total)}
-    keys = set().union(*(r[METRICS].keys() for r in records))  # type: ignore[union-attr]
+    keys: set[str] = set().union(*(m.keys() for m in metrics))
     for key in sorted(keys - {weighting_key}):
-        values = [(float(r[METRICS][key]), float(r[METRICS][weighting_key])) for r in records]  # type: ignore[arg-type]
+        values = [(_number(m, key), _number(m, weighting_key)) for m in metrics]
         if key in ("epsilon", "delta"):
             out[f"max-{key}"] = max(v for v, _ in values)
         elif key.endswith(("loss", "accuracy")):
@@ -76,8 +84,14 @@ class RoundLog:
 class ValidatingFedAvg(FedAvg):
     """FedAvg weighted by examples, with update validation and a bounded wait for sites."""
 
-    def __init__(self, *, min_sites: int, wait_timeout: float, max_update_norm: float,
-                 fraction_evaluate: float):
+    def __init__(
+        self,
+        *,
+        min_sites: int,
+        wait_timeout: float,
+        max_update_norm: float,
+        fraction_evaluate: float,
+    ):
         super().__init__(
             fraction_train=1.0,
             fraction_evaluate=fraction_evaluate,
@@ -130,12 +144,12 @@ class ValidatingFedAvg(FedAvg):
                 entry.rejected.append({"site": name, "node": node, "reason": str(e)})
                 continue
             accepted.append((msg.content, arrays))
-            metrics = msg.content[METRICS]
-            entry.sites.append({"site": name, "node": node, **dict(metrics.items())})  # type: ignore[union-attr]
+            metrics = msg.content.metric_records[METRICS]
+            entry.sites.append({"site": name, "node": node, **dict(metrics.items())})
         if not accepted:
             log.warning("Round %d: no valid update; the global model is unchanged.", server_round)
             return None, None
-        weights = [float(c[METRICS]["num-examples"]) for c, _ in accepted]  # type: ignore[arg-type]
+        weights = [_number(c.metric_records[METRICS], "num-examples") for c, _ in accepted]
         averaged = weighted_average([a for _, a in accepted], weights)
         metrics = aggregate_site_metrics([c for c, _ in accepted], "num-examples")
         return ArrayRecord({k: Array(v) for k, v in averaged.items()}), metrics
@@ -157,7 +171,9 @@ class ValidatingFedAvg(FedAvg):
         return validate_update(self._reference, content[ARRAYS], max_norm=self.max_update_norm)  # type: ignore[arg-type]
 
 
-def weighted_average(updates: list[dict[str, np.ndarray]], weights: list[float]) -> dict[str, np.ndarray]:
+def weighted_average(
+    updates: list[dict[str, np.ndarray]], weights: list[float]
+) -> dict[str, np.ndarray]:
     """Average validated updates weighted by example counts, accumulating in float64."""
     total = sum(weights)
     out: dict[str, np.ndarray] = {}

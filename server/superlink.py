@@ -72,18 +72,23 @@ class SuperLink:
     def start(self, timeout: float = 60.0) -> None:
         """Start the SuperLink and wait until its health endpoint answers over TLS."""
         command = superlink_command(
-            ca=self.ca, cert=self.cert, key=self.key, host=self.host, port=self.port,
+            ca=self.ca,
+            cert=self.cert,
+            key=self.key,
+            host=self.host,
+            port=self.port,
             database=self.workdir / "superlink.db",
         )
-        self.process = ManagedProcess("SuperLink", command, env=self.env,
-                                      log_path=self.log_path, cwd=self.workdir)
+        self.process = ManagedProcess(
+            "SuperLink", command, env=self.env, log_path=self.log_path, cwd=self.workdir
+        )
         context = ssl.create_default_context(cafile=str(self.ca))
         deadline = time.monotonic() + timeout
         url = f"https://{self.address}/health"
         while time.monotonic() < deadline:
             self.process.check_alive()
             try:
-                with urllib.request.urlopen(url, context=context, timeout=2) as r:  # noqa: S310 -- fixed https URL
+                with urllib.request.urlopen(url, context=context, timeout=2) as r:
                     if r.status == 200:
                         return
             except (urllib.error.URLError, OSError):
@@ -105,7 +110,9 @@ class SuperLink:
         from flwr.supercore.control import ControlHttpClient
 
         client = ControlHttpClient.from_server_address(
-            server_address=self.address, insecure=False, root_certificates=str(self.ca),
+            server_address=self.address,
+            insecure=False,
+            root_certificates=str(self.ca),
             interceptors=[],
         )
         try:
@@ -140,8 +147,10 @@ class SuperLink:
         from flwr.proto.control_pb2 import ListNodesRequest
 
         with self._control() as c:
-            return [NodeInfo(int(n.node_id), n.name, n.status)
-                    for n in c.ListNodes(ListNodesRequest()).nodes_info]
+            return [
+                NodeInfo(int(n.node_id), n.name, n.status)
+                for n in c.ListNodes(ListNodesRequest()).nodes_info
+            ]
 
     def run_status(self, run_id: int) -> RunStatus:
         from flwr.proto.control_pb2 import ListRunsRequest
@@ -155,8 +164,14 @@ class SuperLink:
         # The flwr CLI leaves no children behind for a remote connection: a pipe is safe.
         try:
             return subprocess.run(
-                ["flwr", *args], env=self.env, cwd=self.workdir, capture_output=True,
-                text=True, timeout=timeout, stdin=subprocess.DEVNULL, check=False,
+                ["flwr", *args],  # noqa: S607 -- flower_env puts this interpreter's bin first on PATH
+                env=self.env,
+                cwd=self.workdir,
+                capture_output=True,
+                text=True,
+                timeout=timeout,
+                stdin=subprocess.DEVNULL,
+                check=False,
             )
         except subprocess.TimeoutExpired as e:
             raise FederationError(f"`flwr {args[0]}` did not answer within {timeout:g} s") from e
@@ -189,5 +204,7 @@ class SuperLink:
                 return status
             if time.monotonic() > deadline:
                 self.stop_run(run_id)
-                raise FederationError(f"Run {run_id} did not finish within {timeout:g} s; stopped it.")
+                raise FederationError(
+                    f"Run {run_id} did not finish within {timeout:g} s; stopped it."
+                )
             time.sleep(poll)

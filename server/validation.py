@@ -19,7 +19,7 @@ def to_numpy(arrays: ArrayRecord) -> dict[str, np.ndarray]:
     for key, array in arrays.items():
         try:
             out[key] = array.numpy()
-        except Exception as e:  # noqa: BLE001 -- any decode failure means a malformed update
+        except Exception as e:
             raise UpdateRejected(f"array {key!r} cannot be decoded ({e})") from e
     return out
 

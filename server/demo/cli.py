@@ -6,7 +6,7 @@ import logging
 import shutil
 import tempfile
 import time
-from enum import Enum
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -25,7 +25,7 @@ log = logging.getLogger(__name__)
 console = Console()
 
 
-class DemoDataset(str, Enum):
+class DemoDataset(StrEnum):
     digits = "digits"
     breast_cancer = "breast_cancer"
 
@@ -61,9 +61,14 @@ def _summary(events: list[dict[str, Any]], elapsed: float) -> None:
     for col in ("site", "examples", "epsilon", "delta", "noise multiplier", "steps"):
         table.add_column(col, justify="right" if col != "site" else "left")
     for name, s in sorted(last_sites.items()):
-        table.add_row(name, str(int(s["num-examples"])), f"{s['epsilon']:.3f}",
-                      f"{s['delta']:.1e}", f"{s['noise-multiplier']:.3f}",
-                      str(int(s["total-steps"])))
+        table.add_row(
+            name,
+            str(int(s["num-examples"])),
+            f"{s['epsilon']:.3f}",
+            f"{s['delta']:.1e}",
+            f"{s['noise-multiplier']:.3f}",
+            str(int(s["total-steps"])),
+        )
     console.print(table)
     if finished:
         console.print(
@@ -85,11 +90,14 @@ def run_demo(settings: RunSettings, *, sites: int, workdir: Path) -> list[dict[s
         console.print(f"SuperLink on [cyan]{fed.superlink.address}[/] (TLS, node authentication)")
         for site in range(sites):
             fed.register(site)
-            fed.start_site(site, {"partition-id": site, "num-partitions": sites,
-                                  "site-name": f"site-{site}"})
+            fed.start_site(
+                site, {"partition-id": site, "num-partitions": sites, "site-name": f"site-{site}"}
+            )
         with console.status(f"Waiting for {sites} sites to join…"):
             fed.wait_online(sites)
-        console.print(f"{sites} sites joined; starting {settings.num_server_rounds} rounds of DP FedAvg")
+        console.print(
+            f"{sites} sites joined; starting {settings.num_server_rounds} rounds of DP FedAvg"
+        )
         config = settings.to_run_config() | {"report-path": str(report)}
         run_id = fed.superlink.start_run(APP_DIR, config)
         started = time.monotonic()
@@ -103,7 +111,10 @@ def run_demo(settings: RunSettings, *, sites: int, workdir: Path) -> list[dict[s
                     console.print(f"[red]Run failed:[/] {event['reason']}")
 
             outcome, events = follow_report(
-                fed.superlink, run_id, report, on_event=on_event,
+                fed.superlink,
+                run_id,
+                report,
+                on_event=on_event,
                 timeout=settings.round_timeout * settings.num_server_rounds + 60,
             )
         if outcome.sub_status != "completed":
@@ -116,7 +127,9 @@ def run_demo(settings: RunSettings, *, sites: int, workdir: Path) -> list[dict[s
 def demo(
     sites: Annotated[int, typer.Option(min=1, max=20, help="Number of sites (SuperNodes).")] = 3,
     rounds: Annotated[int, typer.Option(min=1, help="Federated rounds.")] = 5,
-    dataset: Annotated[DemoDataset, typer.Option(help="Bundled dataset to partition.")] = DemoDataset.digits,
+    dataset: Annotated[
+        DemoDataset, typer.Option(help="Bundled dataset to partition.")
+    ] = DemoDataset.digits,
     target_epsilon: Annotated[
         float | None, typer.Option(help="Epsilon each site may spend over the whole run.")
     ] = None,
@@ -124,10 +137,16 @@ def demo(
         float | None, typer.Option(help="Fixed noise multiplier instead of a target epsilon.")
     ] = None,
     non_iid: Annotated[
-        float | None, typer.Option("--non-iid", metavar="ALPHA",
-                                   help="Dirichlet alpha for non-IID partitions (default IID).")
+        float | None,
+        typer.Option(
+            "--non-iid",
+            metavar="ALPHA",
+            help="Dirichlet alpha for non-IID partitions (default IID).",
+        ),
     ] = None,
-    seed: Annotated[int, typer.Option(help="Seed for partitions, model init, sampling and noise.")] = 42,
+    seed: Annotated[
+        int, typer.Option(help="Seed for partitions, model init, sampling and noise.")
+    ] = 42,
     workdir: Annotated[
         Path | None, typer.Option(help="Keep the workspace here instead of a temporary folder.")
     ] = None,
@@ -160,4 +179,6 @@ def demo(
         if temporary and ok:
             shutil.rmtree(root, ignore_errors=True)
         elif not ok:
-            console.print(f"Logs kept in [cyan]{root / 'logs'}[/] and {root / 'superlink' / 'logs'}")
+            console.print(
+                f"Logs kept in [cyan]{root / 'logs'}[/] and {root / 'superlink' / 'logs'}"
+            )

@@ -34,8 +34,12 @@ class LocalFederation:
     def __init__(self, workspace: Workspace):
         self.workspace = workspace
         self.superlink = SuperLink(
-            workdir=workspace.root / "superlink", ca=workspace.ca, cert=workspace.cert,
-            key=workspace.key, host="127.0.0.1", port=free_port(),
+            workdir=workspace.root / "superlink",
+            ca=workspace.ca,
+            cert=workspace.cert,
+            key=workspace.key,
+            host="127.0.0.1",
+            port=free_port(),
         )
         self.supernodes: dict[int, ManagedProcess] = {}
         self.node_ids: dict[int, int] = {}
@@ -65,12 +69,18 @@ class LocalFederation:
     def start_site(self, site: int, node_config: Mapping[str, ConfigValue]) -> ManagedProcess:
         """Start the SuperNode of ``site`` with its own key (registered or not)."""
         command = supernode_command(
-            superlink=self.superlink.address, ca=self.workspace.ca,
-            private_key=self.workspace.node_keys[site], port=free_port(), node_config=node_config,
+            superlink=self.superlink.address,
+            ca=self.workspace.ca,
+            private_key=self.workspace.node_keys[site],
+            port=free_port(),
+            node_config=node_config,
         )
         process = ManagedProcess(
-            f"SuperNode site-{site}", command, env=self.superlink.env,
-            log_path=self.workspace.root / "logs" / f"site-{site}.log", cwd=self.workspace.root,
+            f"SuperNode site-{site}",
+            command,
+            env=self.superlink.env,
+            log_path=self.workspace.root / "logs" / f"site-{site}.log",
+            cwd=self.workspace.root,
         )
         self.supernodes[site] = process
         return process
@@ -88,7 +98,9 @@ class LocalFederation:
             if online >= count:
                 return
             if time.monotonic() > deadline:
-                raise FederationError(f"Only {online} of {count} sites came online in {timeout:g} s.")
+                raise FederationError(
+                    f"Only {online} of {count} sites came online in {timeout:g} s."
+                )
             time.sleep(0.5)
 
 

@@ -5,7 +5,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from fedvault.common.pki import CertificateAuthority, generate_node_keys, issue_server_certificate, write_private
+from fedvault.common.pki import (
+    CertificateAuthority,
+    generate_node_keys,
+    issue_server_certificate,
+    write_private,
+)
 
 __all__ = ["Workspace"]
 

@@ -37,7 +37,9 @@ def test_epsilon_accumulates_over_rounds_and_matches_an_independent_accountant(f
     assert second["epsilon"] <= 4.0 + 1e-9
     assert second["epsilon"] > 3.8
     history = [(r["noise-multiplier"], r["sample-rate"], int(r["steps"])) for r in replies]
-    assert independent_epsilon(history, second["delta"]) == pytest.approx(second["epsilon"], abs=0.05)
+    assert independent_epsilon(history, second["delta"]) == pytest.approx(
+        second["epsilon"], abs=0.05
+    )
     assert second["delta"] < 1 / second["num-examples"]
 
 
@@ -74,7 +76,9 @@ def test_missing_data_file_is_an_error_reply_naming_the_file(fast_settings, tmp_
 def test_data_that_does_not_fit_the_model_is_refused(fast_settings, tmp_path):
     csv = tmp_path / "site.csv"
     csv.write_text("a,b,label\n1,2,0\n3,4,1\n")
-    reply = app(train_message(fast_settings, 1), site_context(fast_settings, {"data-path": str(csv)}))
+    reply = app(
+        train_message(fast_settings, 1), site_context(fast_settings, {"data-path": str(csv)})
+    )
     assert reply.error.code == ReplyError.DATA
     assert "expects (1, 8, 8)" in reply.error.reason
 
@@ -89,8 +93,10 @@ def test_invalid_privacy_config_is_refused_before_training(fast_settings):
 
 
 def test_evaluate_reports_accuracy_on_the_site_test_split(fast_settings):
-    reply = app(train_message(fast_settings, 1, message_type=MessageType.EVALUATE),
-                site_context(fast_settings, NODE))
+    reply = app(
+        train_message(fast_settings, 1, message_type=MessageType.EVALUATE),
+        site_context(fast_settings, NODE),
+    )
     metrics = reply.content["metrics"]
     assert 0.0 <= metrics["eval-accuracy"] <= 1.0 and metrics["num-examples"] > 0
 
@@ -99,12 +105,22 @@ def test_tabular_site_csv_trains(tmp_path):
     from sklearn.datasets import load_breast_cancer
 
     bunch = load_breast_cancer()
-    rows = ["," .join([*(f"f{i}" for i in range(30)), "diagnosis"])]
-    rows += [",".join([*(str(v) for v in x), str(y)]) for x, y in zip(bunch.data, bunch.target)]
+    rows = [",".join([*(f"f{i}" for i in range(30)), "diagnosis"])]
+    rows += [
+        ",".join([*(str(v) for v in x), str(y)])
+        for x, y in zip(bunch.data, bunch.target, strict=False)
+    ]
     csv = tmp_path / "cancer.csv"
     csv.write_text("\n".join(rows) + "\n")
-    settings = RunSettings(dataset="site-records", model="mlp", input_shape="30", num_classes=2,
-                           num_server_rounds=1, target_epsilon=3.0, accountant="rdp")
+    settings = RunSettings(
+        dataset="site-records",
+        model="mlp",
+        input_shape="30",
+        num_classes=2,
+        num_server_rounds=1,
+        target_epsilon=3.0,
+        accountant="rdp",
+    )
     node = {"data-path": str(csv), "label-column": "diagnosis"}
     reply = app(train_message(settings, 1), site_context(settings, node))
     assert not reply.has_error(), reply.error.reason

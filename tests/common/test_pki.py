@@ -1,4 +1,4 @@
-"""PKI: the CA signs a server certificate valid for local names; node keys load as Flower expects."""
+"""PKI: a CA-signed server certificate for local names; node keys load as Flower expects."""
 
 from __future__ import annotations
 

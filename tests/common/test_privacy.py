@@ -5,7 +5,13 @@ from __future__ import annotations
 import pytest
 
 from fedvault.common.errors import PrivacyConfigError
-from fedvault.common.privacy import DPConfig, PrivacyStep, default_delta, epsilon_spent, noise_for_target
+from fedvault.common.privacy import (
+    DPConfig,
+    PrivacyStep,
+    default_delta,
+    epsilon_spent,
+    noise_for_target,
+)
 
 
 @pytest.mark.parametrize(

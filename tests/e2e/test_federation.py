@@ -49,30 +49,36 @@ def _alive(pid: int) -> bool:
 def outcome(tmp_path_factory) -> Outcome:
     root = tmp_path_factory.mktemp("federation")
     workspace = Workspace.create(root, sites=3)
-    settings = RunSettings(num_server_rounds=2, target_epsilon=8.0, min_sites=2, seed=3,
-                           wait_timeout=60)
+    settings = RunSettings(
+        num_server_rounds=2, target_epsilon=8.0, min_sites=2, seed=3, wait_timeout=60
+    )
     with LocalFederation(workspace) as fed:
         for site in (0, 1):
             fed.register(site)
-            fed.start_site(site, {"partition-id": site, "num-partitions": 2,
-                                  "site-name": f"site-{site}"})
+            fed.start_site(
+                site, {"partition-id": site, "num-partitions": 2, "site-name": f"site-{site}"}
+            )
         intruder = fed.start_site(2, {"partition-id": 0, "num-partitions": 2})  # never registered
         fed.wait_online(2)
         pids = _descendants([fed.superlink.process.pid, *(p.pid for p in fed.supernodes.values())])
         report = root / "report.jsonl"
-        run_id = fed.superlink.start_run(APP_DIR, settings.to_run_config() | {"report-path": str(report)})
-        status, events = follow_report(fed.superlink, run_id, report, on_event=lambda e: None,
-                                       timeout=400)
+        run_id = fed.superlink.start_run(
+            APP_DIR, settings.to_run_config() | {"report-path": str(report)}
+        )
+        status, events = follow_report(
+            fed.superlink, run_id, report, on_event=lambda e: None, timeout=400
+        )
         intruder_status = intruder.wait(timeout=60)
         online = {n.name for n in fed.superlink.nodes() if n.status == "online"}
         pids = sorted(set(pids) | set(_descendants(pids)))
-    return Outcome(status, events, intruder_status, intruder.log_path.read_text(),
-                   "site-2" in online, pids)
+    return Outcome(
+        status, events, intruder_status, intruder.log_path.read_text(), "site-2" in online, pids
+    )
 
 
 def test_run_completes_with_accuracy_well_above_chance(outcome):
     assert outcome.status.sub_status == "completed", outcome.status.details
-    finished = [e for e in outcome.events if e["event"] == "finished"][0]
+    finished = next(e for e in outcome.events if e["event"] == "finished")
     assert finished["accuracy"] > 0.5  # ten classes: chance is 0.1
 
 

@@ -20,12 +20,15 @@ def _strategy():
 
 
 def _reply(w, *, n=10, name="site", node=1, eps=1.0):
-    content = RecordDict({
-        "arrays": ArrayRecord({"w": Array(np.asarray(w, dtype=np.float32))}),
-        "metrics": MetricRecord({"num-examples": n, "train-loss": 0.5, "epsilon": eps,
-                                 "delta": 1e-5}),
-        "site": ConfigRecord({"name": name}),
-    })
+    content = RecordDict(
+        {
+            "arrays": ArrayRecord({"w": Array(np.asarray(w, dtype=np.float32))}),
+            "metrics": MetricRecord(
+                {"num-examples": n, "train-loss": 0.5, "epsilon": eps, "delta": 1e-5}
+            ),
+            "site": ConfigRecord({"name": name}),
+        }
+    )
     return flower_message(content, src_node_id=node)
 
 
@@ -38,7 +41,11 @@ def _error_reply(node, reason):
 
 def test_weighted_average_of_valid_updates():
     arrays, metrics = _strategy().aggregate_train(
-        1, [_reply([1, 1, 1, 1], n=30, name="a", eps=2.0), _reply([3, 3, 3, 3], n=10, name="b", eps=5.0)]
+        1,
+        [
+            _reply([1, 1, 1, 1], n=30, name="a", eps=2.0),
+            _reply([3, 3, 3, 3], n=10, name="b", eps=5.0),
+        ],
     )
     assert np.allclose(arrays["w"].numpy(), 1.5)
     assert metrics["max-epsilon"] == 5.0 and metrics["num-examples"] == 40
@@ -86,7 +93,9 @@ class _Grid:
 
 
 def test_waiting_for_sites_is_bounded_with_a_clear_error():
-    with pytest.raises(FederationError, match="Only 1 of the 3 required sites connected within 0.3 s"):
+    with pytest.raises(
+        FederationError, match=r"Only 1 of the 3 required sites connected within 0\.3 s"
+    ):
         wait_for_sites(_Grid([11]), minimum=3, timeout=0.3, poll=0.05)
     assert wait_for_sites(_Grid([1, 2, 3]), minimum=3, timeout=0.3) == [1, 2, 3]
 

@@ -17,8 +17,9 @@ def _record(**arrays):
 
 
 def test_well_formed_update_passes():
-    out = validate_update(REF, _record(w=np.ones((3, 2), np.float32), b=np.ones(2, np.float32)),
-                          max_norm=10)
+    out = validate_update(
+        REF, _record(w=np.ones((3, 2), np.float32), b=np.ones(2, np.float32)), max_norm=10
+    )
     assert out["w"].sum() == 6
 
 
@@ -30,9 +31,18 @@ def test_well_formed_update_passes():
         ({"w": np.zeros((2, 3), np.float32), "b": np.zeros(2, np.float32)}, r"shape \(2, 3\)"),
         ({"w": np.zeros((3, 2), np.float64), "b": np.zeros(2, np.float32)}, "dtype float64"),
         ({"w": np.zeros((3, 2), np.float32)}, r"missing \['b'\]"),
-        ({"w": np.zeros((3, 2), np.float32), "b": np.zeros(2, np.float32),
-          "x": np.zeros(1, np.float32)}, r"unexpected \['x'\]"),
-        ({"w": np.full((3, 2), 1e3, np.float32), "b": np.zeros(2, np.float32)}, "exceeds the bound"),
+        (
+            {
+                "w": np.zeros((3, 2), np.float32),
+                "b": np.zeros(2, np.float32),
+                "x": np.zeros(1, np.float32),
+            },
+            r"unexpected \['x'\]",
+        ),
+        (
+            {"w": np.full((3, 2), 1e3, np.float32), "b": np.zeros(2, np.float32)},
+            "exceeds the bound",
+        ),
     ],
 )
 def test_bad_updates_are_rejected_with_reason(arrays, match):
