@@ -88,6 +88,7 @@ def train_round(
         epochs=settings.local_epochs,
         batch_size=settings.batch_size,
         learning_rate=settings.learning_rate,
+        optimizer=settings.optimizer,
         momentum=settings.momentum,
         noise_multiplier=privacy.noise_multiplier,
         max_grad_norm=dp.max_grad_norm,

@@ -41,6 +41,7 @@ def train_local(
     epochs: int,
     batch_size: int,
     learning_rate: float,
+    optimizer: str = "sgd",
     momentum: float = 0.0,
     noise_multiplier: float | None,
     max_grad_norm: float,
@@ -61,7 +62,11 @@ def train_local(
     n = len(data)
     model.to(device)
     model.train()
-    optimizer = torch.optim.SGD(model.parameters(), lr=learning_rate, momentum=momentum)
+    opt: torch.optim.Optimizer
+    if optimizer == "adam":
+        opt = torch.optim.Adam(model.parameters(), lr=learning_rate)
+    else:
+        opt = torch.optim.SGD(model.parameters(), lr=learning_rate, momentum=momentum)
     loader = DataLoader(data, batch_size=batch_size, shuffle=True, generator=generator)
     criterion: nn.Module = nn.CrossEntropyLoss()
     sample_rate = 1.0 / len(loader)
@@ -77,7 +82,7 @@ def train_local(
             warnings.simplefilter("ignore", UserWarning)
             private = engine.make_private(
                 module=model,
-                optimizer=optimizer,
+                optimizer=opt,
                 criterion=criterion,
                 data_loader=loader,
                 noise_multiplier=noise_multiplier,
@@ -87,9 +92,9 @@ def train_local(
                 grad_sample_mode=grad_sample_mode,
             )
         if grad_sample_mode == "ghost":
-            train_model, optimizer, criterion, loader = private
+            train_model, opt, criterion, loader = private
         else:
-            train_model, optimizer, loader = private
+            train_model, opt, loader = private
         sample_rate = float(loader.sample_rate)
     else:
         train_model = model
@@ -98,10 +103,10 @@ def train_local(
     for _ in range(epochs):
         for x, y in loader:
             x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
-            optimizer.zero_grad(set_to_none=True)
+            opt.zero_grad(set_to_none=True)
             loss = criterion(train_model(x), y)
             loss.backward()
-            optimizer.step()
+            opt.step()
             steps += 1
             if len(y):
                 total_loss += float(loss.detach()) * len(y)

@@ -221,7 +221,11 @@ def stratified_split(ds: Dataset, *, test_fraction: float, seed: int) -> tuple[D
 
 
 class Standardizer:
-    """Per-feature standardization fitted on one split (a site's training split only)."""
+    """Standardization fitted on one split (a site's training split only).
+
+    Tabular data: one mean and std per feature. Images (N, C, H, W): one per channel, so
+    the scaling does not hinge on which pixels happen to vary at one site.
+    """
 
     def __init__(self, mean: np.ndarray, std: np.ndarray):
         self.mean = mean
@@ -229,8 +233,9 @@ class Standardizer:
 
     @classmethod
     def fit(cls, x: np.ndarray) -> Standardizer:
-        mean = x.mean(axis=0, dtype=np.float64).astype(np.float32)
-        std = x.std(axis=0, dtype=np.float64).astype(np.float32)
+        axes = (0, 2, 3) if x.ndim == 4 else (0,)
+        mean = x.mean(axis=axes, dtype=np.float64, keepdims=True)[0].astype(np.float32)
+        std = x.std(axis=axes, dtype=np.float64, keepdims=True)[0].astype(np.float32)
         std[std < 1e-6] = 1.0  # constant features stay constant (zero) instead of dividing by 0
         return cls(mean, std)
 

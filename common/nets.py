@@ -83,8 +83,10 @@ def _build_cnn(input_shape: tuple[int, ...], num_classes: int) -> nn.Module:
             f"channels and sides of at least 4; this data has shape {input_shape}. "
             "Use model 'mlp' for tabular data."
         )
-    return CNN(in_channels=input_shape[0], num_classes=num_classes)
+    return CNN(in_channels=input_shape[0], num_classes=num_classes, channels=CNN_CHANNELS)
 
+
+CNN_CHANNELS = (16, 32)
 
 MODELS: dict[str, ModelSpec] = {
     "mlp": ModelSpec("mlp", _build_mlp, "MLP for tabular data (one hidden layer of 64)"),

@@ -33,10 +33,11 @@ class RunSettings:
     model: str = "cnn"
     input_shape: str = ""
     num_classes: int = 0
-    local_epochs: int = 1
-    batch_size: int = 32
-    learning_rate: float = 0.5
-    momentum: float = 0.0
+    local_epochs: int = 3
+    batch_size: int = 64
+    optimizer: str = "sgd"
+    learning_rate: float = 0.05
+    momentum: float = 0.9
     max_grad_norm: float = 1.0
     noise_multiplier: float = 0.0
     target_epsilon: float = 8.0
@@ -72,6 +73,7 @@ class RunSettings:
             (0 < self.holdout_fraction < 1, "holdout-fraction must be in (0, 1)"),
             (0 < self.test_fraction < 1, "test-fraction must be in (0, 1)"),
             (self.non_iid_alpha >= 0, "non-iid-alpha must be >= 0 (0 means IID)"),
+            (self.optimizer in ("sgd", "adam"), "optimizer must be 'sgd' or 'adam'"),
             (
                 self.grad_sample_mode in ("hooks", "ghost", "functorch", "ew"),
                 "grad-sample-mode must be one of hooks, ghost, functorch, ew",

@@ -112,3 +112,12 @@ def test_standardizer_uses_training_statistics_only():
     out = scaler.transform(np.array([[4.0, 5.0]], dtype=np.float32))
     # mean 1, std 1 for column 0; column 1 is constant and maps to 0 instead of dividing by 0
     assert out.tolist() == [[3.0, 0.0]]
+
+
+def test_images_are_standardized_per_channel():
+    x = np.zeros((4, 2, 3, 3), dtype=np.float32)
+    x[:, 0] = np.arange(4, dtype=np.float32)[:, None, None]  # channel 0 varies, channel 1 is 0
+    out = Standardizer.fit(x).transform(x)
+    assert out.shape == x.shape
+    assert abs(out[:, 0].mean()) < 1e-6 and abs(out[:, 0].std() - 1) < 1e-5
+    assert (out[:, 1] == 0).all()
