@@ -105,8 +105,14 @@ def default_delta(num_examples: int) -> float:
 
 
 def _make_accountant(name: str, history: Iterable[PrivacyStep]) -> IAccountant:
+    # Composition does not depend on order: merging steps that share (noise, rate) keeps
+    # the result identical and the cost flat as rounds accumulate (PRV is slow per entry).
+    merged: dict[tuple[float, float], int] = {}
+    for s in history:
+        key = (s.noise_multiplier, s.sample_rate)
+        merged[key] = merged.get(key, 0) + s.steps
     accountant: IAccountant = PRVAccountant() if name == "prv" else RDPAccountant()
-    accountant.history = [(s.noise_multiplier, s.sample_rate, s.steps) for s in history]
+    accountant.history = [(sigma, rate, steps) for (sigma, rate), steps in merged.items()]
     return accountant
 
 

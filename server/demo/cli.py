@@ -38,11 +38,13 @@ def _pct(value: float | None) -> str:
 
 
 def _print_round(event: dict[str, Any], rounds: int) -> None:
-    eps = "  ".join(f"{s['site']} ε={s['epsilon']:.2f}" for s in event["sites"])
+    eps = " ".join(
+        f"{s['site']}={s['epsilon']:.2f}" for s in sorted(event["sites"], key=lambda s: s["site"])
+    )
     loss = "—" if event["loss"] is None else f"{event['loss']:.3f}"
     console.print(
         f"[bold]round {event['round']}/{rounds}[/]  accuracy [green]{_pct(event['accuracy'])}[/]"
-        f"  loss {loss}  {eps}"
+        f"  loss {loss}  ε {eps}"
     )
     for r in event["rejected"]:
         console.print(f"  [yellow]update from {r['site']} dropped:[/] {r['reason']}")
@@ -155,12 +157,14 @@ def demo(
     site, DP-SGD at every site, FedAvg with update validation; then stop everything."""
     if target_epsilon is not None and noise_multiplier is not None:
         raise typer.BadParameter("give --target-epsilon or --noise-multiplier, not both")
+    if target_epsilon is not None and not target_epsilon > 0:
+        raise typer.BadParameter(f"--target-epsilon must be > 0, got {target_epsilon}")
     settings = RunSettings(
         num_server_rounds=rounds,
         dataset=dataset.value,
         model=MODEL_FOR[dataset],
         target_epsilon=0.0 if noise_multiplier is not None else (target_epsilon or 8.0),
-        noise_multiplier=noise_multiplier or 0.0,
+        noise_multiplier=0.0 if noise_multiplier is None else noise_multiplier,
         non_iid_alpha=non_iid or 0.0,
         min_sites=sites,
         seed=seed,
