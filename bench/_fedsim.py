@@ -58,6 +58,25 @@ def _accuracy(settings: RunSettings, weights) -> float:
     return float(evaluate(settings.num_server_rounds, ArrayRecord(weights))["accuracy"])
 
 
+def _train_plain(settings: RunSettings, weights, data: TensorDataset, *, epochs: int, seed: int):
+    """Non-private local training from ``weights`` (the baselines); returns new weights."""
+    model = load_global_model(settings, weights)
+    train_local(
+        model=model,
+        data=data,
+        epochs=epochs,
+        batch_size=settings.batch_size,
+        learning_rate=settings.learning_rate,
+        optimizer=settings.optimizer,
+        momentum=settings.momentum,
+        noise_multiplier=None,
+        max_grad_norm=settings.max_grad_norm,
+        device=pick_device(),
+        generator=seed_everything(seed),
+    )
+    return {k: v.detach().cpu() for k, v in model.state_dict().items()}
+
+
 def federated(settings: RunSettings, *, num_sites: int, private: bool = True) -> SimResult:
     """FedAvg for ``settings.num_server_rounds`` rounds; DP-SGD at each site if ``private``."""
     start = time.perf_counter()

@@ -59,19 +59,17 @@ def _private_step(data, model_name, shape, classes, *, batch_size, mode):
     else:
         model, opt, _ = private
         criterion = nn.CrossEntropyLoss()
-
-    def step(x, y):
-        opt.zero_grad(set_to_none=True)
-        criterion(model(x), y).backward()
-        opt.step()
-
-    return step
+    return _stepper(model, opt, criterion)
 
 
 def _plain_step(model_name, shape, classes):
     model = build_model(model_name, input_shape=shape, num_classes=classes)
     opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
-    criterion = nn.CrossEntropyLoss()
+    return _stepper(model, opt, nn.CrossEntropyLoss())
+
+
+def _stepper(model, opt, criterion):
+    """One full optimizer step on a batch: the unit both sides are timed in."""
 
     def step(x, y):
         opt.zero_grad(set_to_none=True)
