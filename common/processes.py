@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import itertools
 import os
 import signal
 import socket
@@ -14,7 +15,14 @@ from pathlib import Path
 
 from fedvault.common.errors import ProcessError
 
-__all__ = ["ManagedProcess", "descendants", "flower_env", "free_port", "tail"]
+__all__ = [
+    "ManagedProcess",
+    "descendants",
+    "flower_env",
+    "free_port",
+    "tail",
+    "watchers_of",
+]
 
 
 def free_port() -> int:
@@ -65,6 +73,23 @@ def descendants(pid: int) -> list[int]:
     return found
 
 
+def watchers_of(pid: int) -> list[int]:
+    """Live processes started with ``--parent-pid PID`` (Flower's SuperExec helpers).
+
+    Once ``pid`` has exited they are no longer its descendants, but still its helpers.
+    """
+    found = []
+    for entry in Path("/proc").glob("[0-9]*/cmdline"):
+        try:
+            args = entry.read_bytes().split(b"\0")
+        except OSError:
+            continue
+        for flag, value in itertools.pairwise(args):
+            if flag == b"--parent-pid" and value == str(pid).encode():
+                found.append(int(entry.parent.name))
+    return [p for p in found if _running(p)]
+
+
 def _reap_or_kill(pids: list[int], timeout: float) -> None:
     deadline = time.monotonic() + timeout
     remaining = list(pids)
@@ -75,6 +100,10 @@ def _reap_or_kill(pids: list[int], timeout: float) -> None:
     for pid in remaining:
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.kill(pid, signal.SIGKILL)
+    # SIGKILL is delivered asynchronously: return only once they are really gone.
+    deadline = time.monotonic() + 5.0
+    while any(_running(p) for p in remaining) and time.monotonic() < deadline:
+        time.sleep(0.05)
 
 
 def _running(pid: int) -> bool:
@@ -155,7 +184,7 @@ class ManagedProcess:
         Helpers the process started (Flower's SuperExec and app processes, which watch
         their parent and exit by themselves) get ``timeout`` seconds more, then SIGKILL.
         """
-        helpers = descendants(self.popen.pid)
+        helpers = sorted(set(descendants(self.popen.pid)) | set(watchers_of(self.popen.pid)))
         if self.popen.poll() is None:
             self.popen.send_signal(signal.SIGTERM)
             try:

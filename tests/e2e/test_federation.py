@@ -103,4 +103,13 @@ def test_unregistered_site_is_refused(outcome):
 def test_no_process_is_left_running(outcome):
     assert len(outcome.pids) >= 3
     leftovers = [pid for pid in outcome.pids if _alive(pid)]
-    assert leftovers == []
+    described = (
+        subprocess.run(
+            ["ps", "-o", "pid=,stat=,args=", "-p", ",".join(map(str, leftovers))],
+            capture_output=True,
+            text=True,
+        ).stdout
+        if leftovers
+        else ""
+    )
+    assert leftovers == [], described
