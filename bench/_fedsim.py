@@ -100,21 +100,13 @@ def federated(settings: RunSettings, *, num_sites: int, private: bool = True) ->
                 )
                 state, epsilons[i] = out.state_dict, out.metrics["epsilon"]
             else:
-                model = load_global_model(settings, weights)
-                train_local(
-                    model=model,
-                    data=site.train,
+                state = _train_plain(
+                    settings,
+                    weights,
+                    site.train,
                     epochs=settings.local_epochs,
-                    batch_size=settings.batch_size,
-                    learning_rate=settings.learning_rate,
-                    optimizer=settings.optimizer,
-                    momentum=settings.momentum,
-                    noise_multiplier=None,
-                    max_grad_norm=settings.max_grad_norm,
-                    device=device,
-                    generator=seed_everything(rnd * 1009 + i),
+                    seed=rnd * 1009 + i,
                 )
-                state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
             updates.append({k: v.numpy() for k, v in state.items()})
             counts.append(float(len(site.train)))
         averaged = weighted_average(updates, counts)
@@ -129,19 +121,7 @@ def centralized(settings: RunSettings, *, epochs: int) -> SimResult:
     pooled = ConcatDataset([s.train for s in sites])
     x = torch.stack([pooled[i][0] for i in range(len(pooled))])
     y = torch.stack([pooled[i][1] for i in range(len(pooled))])
-    model = load_global_model(settings, _initial(settings))
-    train_local(
-        model=model,
-        data=TensorDataset(x, y),
-        epochs=epochs,
-        batch_size=settings.batch_size,
-        learning_rate=settings.learning_rate,
-        optimizer=settings.optimizer,
-        momentum=settings.momentum,
-        noise_multiplier=None,
-        max_grad_norm=settings.max_grad_norm,
-        device=pick_device(),
-        generator=seed_everything(settings.seed),
+    weights = _train_plain(
+        settings, _initial(settings), TensorDataset(x, y), epochs=epochs, seed=settings.seed
     )
-    weights = {k: v.detach().cpu() for k, v in model.state_dict().items()}
     return SimResult(_accuracy(settings, weights), [], time.perf_counter() - start)
