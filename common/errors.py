@@ -7,6 +7,9 @@ __all__ = [
     "DataError",
     "FederationError",
     "FedvaultError",
+    "IntegrityError",
+    "KeyMaterialError",
+    "NotFound",
     "PrivacyConfigError",
     "ProcessError",
     "UpdateRejected",
@@ -42,3 +45,15 @@ class FederationError(FedvaultError):
 
 class ProcessError(FedvaultError):
     """A process fedvault started failed to start, died, or could not be stopped."""
+
+
+class IntegrityError(FedvaultError):
+    """Stored bytes failed authentication or their hash: tampered, truncated or misplaced."""
+
+
+class KeyMaterialError(FedvaultError):
+    """A key-encryption key is missing, retired, unreadable or stored insecurely."""
+
+
+class NotFound(FedvaultError, LookupError):
+    """A named object (model, version, run) does not exist."""
