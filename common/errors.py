@@ -12,6 +12,7 @@ __all__ = [
     "NotFound",
     "PrivacyConfigError",
     "ProcessError",
+    "StorageError",
     "UpdateRejected",
 ]
 
@@ -57,3 +58,7 @@ class KeyMaterialError(FedvaultError):
 
 class NotFound(FedvaultError, LookupError):
     """A named object (model, version, run) does not exist."""
+
+
+class StorageError(FedvaultError):
+    """Writing to the data directory failed (e.g. a full disk); nothing was stored."""

@@ -1,0 +1,1 @@
+"""The encrypted model store: versioned models with lineage, blobs sealed per object."""
