@@ -54,6 +54,10 @@ class RunSettings:
     non_iid_alpha: float = 0.0
     seed: int = 42
     report_path: str = ""
+    run_name: str = ""
+    model_name: str = ""
+    checkpoint_every: int = 1
+    init_from: str = ""
 
     def __post_init__(self) -> None:
         checks: list[tuple[bool, str]] = [
@@ -66,6 +70,7 @@ class RunSettings:
             ),
             (0 <= self.momentum < 1, "momentum must be in [0, 1)"),
             (self.min_sites >= 1, "min-sites must be >= 1"),
+            (self.checkpoint_every >= 1, "checkpoint-every must be >= 1 (rounds)"),
             (self.wait_timeout > 0, "wait-timeout must be > 0 seconds"),
             (self.round_timeout > 0, "round-timeout must be > 0 seconds"),
             (self.max_update_norm > 0, "max-update-norm must be > 0"),
@@ -111,6 +116,11 @@ class RunSettings:
             f"Dataset {self.dataset!r} is not bundled: the run config must give input-shape "
             "and num-classes for the model."
         )
+
+    @property
+    def stored_model_name(self) -> str:
+        """The model store id this run's versions go under."""
+        return self.model_name or f"{self.dataset}-{self.model}"
 
     @property
     def alpha(self) -> float | None:

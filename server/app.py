@@ -1,4 +1,4 @@
-"""The coordinator's Flower ServerApp: validated DP FedAvg with per-round progress."""
+"""The coordinator's Flower ServerApp: validated DP FedAvg, stored encrypted as it goes."""
 
 from __future__ import annotations
 
@@ -6,16 +6,21 @@ import logging
 import math
 from typing import Any
 
-from flwr.app import ArrayRecord, Context, MetricRecord
+from flwr.app import ArrayRecord, ConfigRecord, Context, MetricRecord
 from flwr.serverapp import Grid, ServerApp
 
 from fedvault.common.device import seed_everything
 from fedvault.common.errors import FedvaultError
 from fedvault.common.nets import build_model
 from fedvault.common.run_config import RunSettings
+from fedvault.server.checkpoints import lineage_for, record_round, starting_point
+from fedvault.server.datadir import open_store
 from fedvault.server.evaluation import holdout_evaluator
 from fedvault.server.report import RunReporter
-from fedvault.server.strategy import ValidatingFedAvg, wait_for_sites
+from fedvault.server.settings import get_settings
+from fedvault.server.store.service import ModelStore
+from fedvault.server.strategy import RoundLog, ValidatingFedAvg, wait_for_sites
+from fedvault.server.validation import to_numpy
 
 __all__ = ["app", "run_federation"]
 
@@ -27,18 +32,36 @@ def _clean(value: Any) -> Any:
     return None if isinstance(value, float) and not math.isfinite(value) else value
 
 
-def run_federation(grid: Grid, settings: RunSettings, reporter: RunReporter) -> dict[str, Any]:
-    """Run DP FedAvg for ``settings.num_server_rounds`` rounds; return the final summary."""
+def run_federation(
+    grid: Grid,
+    settings: RunSettings,
+    reporter: RunReporter,
+    *,
+    store: ModelStore,
+    run_id: str,
+) -> dict[str, Any]:
+    """Run DP FedAvg to ``settings.num_server_rounds``, storing the model as it goes.
+
+    The global model is stored encrypted every ``checkpoint-every`` rounds and after the
+    last. A run with a ``run-name`` that already stored some rounds continues after the
+    newest of them instead of starting over.
+    """
     input_shape, num_classes = settings.model_io()
     seed_everything(settings.seed)
     model = build_model(settings.model, input_shape=input_shape, num_classes=num_classes)
+    start = starting_point(store, settings, run_id=run_id, fresh=ArrayRecord(model.state_dict()))
     nodes = wait_for_sites(grid, minimum=settings.min_sites, timeout=settings.wait_timeout)
     reporter.emit(
         "started",
         sites=len(nodes),
         rounds=settings.num_server_rounds,
+        run_id=run_id,
+        first_round=start.first_round,
+        parent=":".join(map(str, start.parent)) if start.parent else None,
         config=settings.to_run_config(),
     )
+    if start.resumed:
+        reporter.emit("resumed", run_id=run_id, round=start.first_round - 1)
     strategy = ValidatingFedAvg(
         min_sites=settings.min_sites,
         wait_timeout=settings.wait_timeout,
@@ -46,42 +69,71 @@ def run_federation(grid: Grid, settings: RunSettings, reporter: RunReporter) -> 
         fraction_evaluate=settings.fraction_evaluate,
     )
     holdout = holdout_evaluator(settings)
-
-    def evaluate_fn(server_round: int, arrays: ArrayRecord) -> MetricRecord | None:
-        metrics = holdout(server_round, arrays) if holdout else None
-        if server_round > 0:
-            entry = strategy.rounds.get(server_round)
-            reporter.emit(
-                "round",
-                round=server_round,
-                accuracy=_clean(metrics["accuracy"]) if metrics else None,
-                loss=_clean(metrics["loss"]) if metrics else None,
-                sites=entry.sites if entry else [],
-                rejected=entry.rejected if entry else [],
-                failed=entry.failed if entry else [],
+    arrays, parent, sites = start.arrays, start.parent, start.sites
+    metrics: MetricRecord | None = None
+    last = settings.num_server_rounds
+    for server_round in range(start.first_round, last + 1):
+        arrays = _train_round(grid, strategy, settings, server_round, arrays)
+        if settings.fraction_evaluate > 0:
+            replies = grid.send_and_receive(
+                strategy.configure_evaluate(server_round, arrays, ConfigRecord(), grid),
+                timeout=settings.round_timeout,
             )
-        return metrics
-
-    result = strategy.start(
-        grid=grid,
-        initial_arrays=ArrayRecord(model.state_dict()),
-        num_rounds=settings.num_server_rounds,
-        timeout=settings.round_timeout,
-        evaluate_fn=evaluate_fn,
-    )
-    final = result.evaluate_metrics_serverapp.get(settings.num_server_rounds)
-    epsilons: dict[str, float] = {}
-    for entry in strategy.rounds.values():
-        for site in entry.sites:
-            epsilons[site["site"]] = site["epsilon"]
+            strategy.aggregate_evaluate(server_round, replies)
+        metrics = holdout(server_round, arrays) if holdout else None
+        entry = strategy.rounds.get(server_round) or RoundLog(server_round)
+        record_round(sites, entry)
+        reporter.emit(
+            "round",
+            round=server_round,
+            accuracy=_clean(metrics["accuracy"]) if metrics else None,
+            loss=_clean(metrics["loss"]) if metrics else None,
+            sites=entry.sites,
+            rejected=entry.rejected,
+            failed=entry.failed,
+        )
+        if server_round % settings.checkpoint_every == 0 or server_round == last:
+            lineage = lineage_for(
+                settings,
+                run_id=run_id,
+                server_round=server_round,
+                sites=sites,
+                metrics=dict(metrics.items()) if metrics else None,
+                parent=parent,
+            )
+            stored = store.put_arrays(
+                settings.stored_model_name, to_numpy(arrays), lineage=lineage, creator=run_id
+            )
+            parent = (stored.model_id, stored.version)
+            reporter.emit("stored", round=server_round, model=stored.ref, sha256=stored.sha256)
     summary = {
-        "rounds": settings.num_server_rounds,
-        "accuracy": _clean(final["accuracy"]) if final else None,
-        "loss": _clean(final["loss"]) if final else None,
-        "epsilon": epsilons,
+        "rounds": last,
+        "run_id": run_id,
+        "model": ":".join(map(str, parent)) if parent else None,
+        "accuracy": _clean(metrics["accuracy"]) if metrics else None,
+        "loss": _clean(metrics["loss"]) if metrics else None,
+        "epsilon": {name: s.reported_epsilon for name, s in sites.items()},
+        "run_epsilon": {
+            name: s.to_record(settings.accountant)["epsilon"] for name, s in sites.items()
+        },
     }
     reporter.emit("finished", **summary)
     return summary
+
+
+def _train_round(
+    grid: Grid,
+    strategy: ValidatingFedAvg,
+    settings: RunSettings,
+    server_round: int,
+    arrays: ArrayRecord,
+) -> ArrayRecord:
+    replies = grid.send_and_receive(
+        strategy.configure_train(server_round, arrays, ConfigRecord(), grid),
+        timeout=settings.round_timeout,
+    )
+    aggregated, _ = strategy.aggregate_train(server_round, replies)
+    return arrays if aggregated is None else aggregated
 
 
 @app.main()
@@ -91,7 +143,12 @@ def main(grid: Grid, context: Context) -> None:
     reporter = RunReporter(report_path)
     try:
         settings = RunSettings.from_run_config(context.run_config)
-        run_federation(grid, settings, reporter)
+        store = open_store(get_settings())
+        run_id = settings.run_name or f"flower-{context.run_id}"
+        try:
+            run_federation(grid, settings, reporter, store=store, run_id=run_id)
+        finally:
+            store.engine.dispose()
     except FedvaultError as e:
         log.error("Run failed: %s", e)
         reporter.emit("failed", reason=str(e))

@@ -11,9 +11,11 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from fedvault.common.errors import ConfigError
 
-__all__ = ["DATA_DIR_ENV", "ServerSettings", "get_settings"]
+__all__ = ["DATA_DIR_ENV", "DEFAULT_DATA_DIR", "ServerSettings", "get_settings"]
 
 DATA_DIR_ENV = "FEDVAULT_DATA_DIR"
+# What the CLI uses when neither --data-dir nor FEDVAULT_DATA_DIR says otherwise.
+DEFAULT_DATA_DIR = Path("fedvault-data")
 
 
 class ServerSettings(BaseSettings):

@@ -51,7 +51,17 @@ class SuperLink:
             API is unauthenticated).
     """
 
-    def __init__(self, *, workdir: Path, ca: Path, cert: Path, key: Path, host: str, port: int):
+    def __init__(
+        self,
+        *,
+        workdir: Path,
+        ca: Path,
+        cert: Path,
+        key: Path,
+        host: str,
+        port: int,
+        env: Mapping[str, str] | None = None,
+    ):
         self.workdir = workdir
         self.ca, self.cert, self.key = ca, cert, key
         self.host, self.port = host, port
@@ -62,7 +72,8 @@ class SuperLink:
             f'[superlink]\ndefault = "{CONNECTION}"\n\n[superlink.{CONNECTION}]\n'
             f'address = "{self.address}"\nroot-certificates = "{ca}"\n'
         )
-        self.env = flower_env(self.flwr_home)
+        # ServerApp processes inherit this environment (e.g. FEDVAULT_DATA_DIR).
+        self.env = flower_env(self.flwr_home, env)
         self.process: ManagedProcess | None = None
 
     @property

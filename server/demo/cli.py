@@ -16,8 +16,10 @@ from rich.table import Table
 
 from fedvault.common.errors import FedvaultError
 from fedvault.common.run_config import RunSettings
+from fedvault.server.datadir import init_data_dir
 from fedvault.server.demo.federation import APP_DIR, LocalFederation, follow_report
 from fedvault.server.demo.workspace import Workspace
+from fedvault.server.settings import DATA_DIR_ENV, DEFAULT_DATA_DIR, ServerSettings
 
 __all__ = ["demo", "run_demo"]
 
@@ -75,20 +77,26 @@ def _summary(events: list[dict[str, Any]], elapsed: float) -> None:
     if finished:
         console.print(
             f"[bold green]Done[/] in {elapsed:.0f} s: final accuracy "
-            f"{_pct(finished['accuracy'])} on the server's held-out set."
+            f"{_pct(finished['accuracy'])} on the server's held-out set. Final model "
+            f"[cyan]{finished['model']}[/]: see `fedvault models show {finished['model']}`."
         )
 
 
-def run_demo(settings: RunSettings, *, sites: int, workdir: Path) -> list[dict[str, Any]]:
-    """Run one federation in ``workdir``; return the run's report events.
+def run_demo(
+    settings: RunSettings, *, sites: int, workdir: Path, data_dir: Path
+) -> list[dict[str, Any]]:
+    """Run one federation in ``workdir``, storing models in ``data_dir``; return its events.
 
     Raises:
         FedvaultError: a process failed, sites did not join, or the run failed.
     """
     console.print(f"Workspace [cyan]{workdir}[/]: CA, server certificate, {sites} node keys")
     workspace = Workspace.create(workdir, sites=sites)
+    init_data_dir(ServerSettings(data_dir=data_dir))
+    console.print(f"Models are stored encrypted in [cyan]{data_dir}[/]")
     report = workdir / "report.jsonl"
-    with LocalFederation(workspace) as fed:
+    report.unlink(missing_ok=True)
+    with LocalFederation(workspace, data_dir=data_dir) as fed:
         console.print(f"SuperLink on [cyan]{fed.superlink.address}[/] (TLS, node authentication)")
         for site in range(sites):
             fed.register(site)
@@ -109,6 +117,13 @@ def run_demo(settings: RunSettings, *, sites: int, workdir: Path) -> list[dict[s
                 if event["event"] == "round":
                     _print_round(event, settings.num_server_rounds)
                     status.update(f"Round {event['round'] + 1}/{settings.num_server_rounds}…")
+                elif event["event"] == "resumed":
+                    console.print(
+                        f"[cyan]Resuming run {event['run_id']}[/] after its stored round "
+                        f"{event['round']}"
+                    )
+                elif event["event"] == "stored":
+                    console.print(f"  stored [cyan]{event['model']}[/] (encrypted)")
                 elif event["event"] == "failed":
                     console.print(f"[red]Run failed:[/] {event['reason']}")
 
@@ -149,6 +164,19 @@ def demo(
     seed: Annotated[
         int, typer.Option(help="Seed for partitions, model init, sampling and noise.")
     ] = 42,
+    run_name: Annotated[
+        str,
+        typer.Option(
+            help="Name the run so it can be resumed: a run with this name that stored some "
+            "rounds continues after the newest of them."
+        ),
+    ] = "",
+    data_dir: Annotated[
+        Path,
+        typer.Option(
+            envvar=DATA_DIR_ENV, help="Server data directory: database, keyring, encrypted models."
+        ),
+    ] = DEFAULT_DATA_DIR,
     workdir: Annotated[
         Path | None, typer.Option(help="Keep the workspace here instead of a temporary folder.")
     ] = None,
@@ -168,13 +196,14 @@ def demo(
         non_iid_alpha=non_iid or 0.0,
         min_sites=sites,
         seed=seed,
+        run_name=run_name,
     )
     temporary = workdir is None
     root = Path(tempfile.mkdtemp(prefix="fedvault-demo-")) if workdir is None else workdir
     root.mkdir(parents=True, exist_ok=True)
     ok = False
     try:
-        run_demo(settings, sites=sites, workdir=root)
+        run_demo(settings, sites=sites, workdir=root, data_dir=data_dir.resolve())
         ok = True
     except KeyboardInterrupt:
         console.print("[yellow]Interrupted: every process was stopped.[/]")

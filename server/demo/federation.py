@@ -14,6 +14,7 @@ from fedvault.common.errors import FederationError, ProcessError
 from fedvault.common.flower_cmd import ConfigValue, supernode_command
 from fedvault.common.processes import ManagedProcess, free_port, tail
 from fedvault.server.demo.workspace import Workspace
+from fedvault.server.settings import DATA_DIR_ENV
 from fedvault.server.superlink import RunStatus, SuperLink
 
 __all__ = ["APP_DIR", "LocalFederation", "follow_report"]
@@ -31,8 +32,9 @@ class LocalFederation:
     out, whether the body finished, failed or was interrupted.
     """
 
-    def __init__(self, workspace: Workspace):
+    def __init__(self, workspace: Workspace, *, data_dir: Path):
         self.workspace = workspace
+        self.data_dir = data_dir
         self.superlink = SuperLink(
             workdir=workspace.root / "superlink",
             ca=workspace.ca,
@@ -40,6 +42,7 @@ class LocalFederation:
             key=workspace.key,
             host="127.0.0.1",
             port=free_port(),
+            env={DATA_DIR_ENV: str(data_dir.resolve())},
         )
         self.supernodes: dict[int, ManagedProcess] = {}
         self.node_ids: dict[int, int] = {}

@@ -292,7 +292,7 @@ class ModelStore:
                 query = query.where(ModelVersion.version == version)
             row = session.exec(query).first()
         if row is None:
-            what = f"{model_id}:{version}" if version else f"any version of {model_id!r}"
+            what = f"{model_id}:{version}" if version else f"version of {model_id!r}"
             raise NotFound(f"No stored {what}. `fedvault models list` shows what exists.")
         return row
 
