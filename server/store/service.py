@@ -19,7 +19,7 @@ from sqlalchemy.exc import IntegrityError as SQLIntegrityError
 from sqlmodel import Session, col, select
 
 from fedvault.common.crypto import KekProvider, WrappedKey, open_object, rewrap, seal_object
-from fedvault.common.crypto.streaming import DEFAULT_SEGMENT_SIZE
+from fedvault.common.crypto.streaming import DEFAULT_SEGMENT_SIZE, TAG_SIZE
 from fedvault.common.errors import (
     ConfigError,
     IntegrityError,
@@ -29,6 +29,13 @@ from fedvault.common.errors import (
 )
 from fedvault.common.files import atomic_writer
 from fedvault.common.serialization import arrays_from_bytes, arrays_to_bytes
+from fedvault.server.store._pipeline import (
+    BackgroundConsumer,
+    PrefetchReader,
+    SyncingWriter,
+    abandon,
+    close_all,
+)
 from fedvault.server.store.tables import (
     ModelRecord,
     ModelVersion,
@@ -86,19 +93,6 @@ class KekStatus:
     objects: int
 
 
-class _HashingReader:
-    """Wraps a stream; hashes and counts every byte read through it."""
-
-    def __init__(self, source: BinaryIO):
-        self._source = source
-        self.digest = hashlib.sha256()
-
-    def read(self, size: int = -1) -> bytes:
-        data = self._source.read(size)
-        self.digest.update(data)
-        return data
-
-
 class ModelStore:
     """Encrypted, versioned models with lineage, over one database and one blob directory."""
 
@@ -141,19 +135,26 @@ class ModelStore:
         version = row.version
         rel = Path(model_id) / f"v{version}-{secrets.token_hex(4)}.fvb"
         path = self.blob_dir / rel
-        reader = _HashingReader(source)
+        digest = hashlib.sha256()
         try:
             with atomic_writer(path) as fh:
-                wrapped, size = seal_object(
-                    reader,  # type: ignore[arg-type]
-                    fh.write,
-                    kek=self.kek,
-                    object_id=model_id,
-                    version=version,
-                    segment_size=self.segment_size,
-                )
+                reader = PrefetchReader(source, chunk=self.segment_size, on_chunk=digest.update)
+                writer = SyncingWriter(fh)
+                try:
+                    wrapped, size = seal_object(
+                        reader,  # type: ignore[arg-type]
+                        writer.write,
+                        kek=self.kek,
+                        object_id=model_id,
+                        version=version,
+                        segment_size=self.segment_size,
+                    )
+                except BaseException:
+                    abandon(writer, reader)
+                    raise
+                close_all(writer, reader)
             row.blob = str(rel)
-            row.sha256 = reader.digest.hexdigest()
+            row.sha256 = digest.hexdigest()
             row.size = size
             row.stored_size = path.stat().st_size
             row.kek_version = wrapped.kek_version
@@ -321,11 +322,22 @@ class ModelStore:
         def segments() -> Iterator[bytes]:
             digest = hashlib.sha256()
             with fh:
-                for chunk in open_object(
-                    fh, kek=self.kek, wrapped=wrapped, object_id=row.model_id, version=row.version
-                ):
-                    digest.update(chunk)
-                    yield chunk
+                source = PrefetchReader(fh, chunk=self.segment_size + TAG_SIZE)
+                hasher = BackgroundConsumer(digest.update)
+                try:
+                    for chunk in open_object(
+                        source,  # type: ignore[arg-type]
+                        kek=self.kek,
+                        wrapped=wrapped,
+                        object_id=row.model_id,
+                        version=row.version,
+                    ):
+                        hasher.feed(chunk)
+                        yield chunk
+                except BaseException:
+                    abandon(hasher, source)
+                    raise
+                close_all(hasher, source)
             if digest.hexdigest() != row.sha256:
                 raise IntegrityError(
                     f"{name}: the decrypted bytes do not match the recorded SHA-256."
