@@ -11,6 +11,7 @@ from flwr.clientapp import ClientApp
 from fedvault.client.local_round import load_global_model, train_round
 from fedvault.client.run_privacy import RunPrivacy
 from fedvault.client.site_data import SiteData, load_site_data
+from fedvault.client.site_guard import guarded_round, open_site
 from fedvault.common.device import pick_device
 from fedvault.common.evaluation import evaluate
 from fedvault.common.protocol import ARRAYS, CONFIG, METRICS, SITE, error_code_for
@@ -59,17 +60,35 @@ def _setup(msg: Message, context: Context) -> tuple[RunSettings, SiteData, int]:
 def train(msg: Message, context: Context) -> Message:
     """Train the received global model with DP-SGD; reply with weights and privacy spend."""
     settings, data, server_round = _setup(msg, context)
-    privacy = RunPrivacy.load(context.state)
-    outcome = train_round(
-        settings=settings,
-        data=data,
-        global_weights=msg.content.array_records[ARRAYS].to_torch_state_dict(),
-        server_round=server_round,
-        privacy=privacy,
-        device=pick_device(str(context.node_config.get("device", "auto"))),
-        partition=int(context.node_config.get("partition-id", 0)),
-    )
-    privacy.save(context.state)
+    weights = msg.content.array_records[ARRAYS].to_torch_state_dict()
+    device = pick_device(str(context.node_config.get("device", "auto")))
+    partition = int(context.node_config.get("partition-id", 0))
+    site = open_site(context.node_config)
+    if site is not None:
+        outcome = guarded_round(
+            site,
+            settings=settings,
+            data=data,
+            run_id=settings.run_name or f"flower-{msg.metadata.run_id}",
+            server_round=server_round,
+            global_weights=weights,
+            device=device,
+            partition=partition,
+        )
+    else:
+        # No site directory: no policy, and spend is tracked for this run only.
+        log.warning("No site-dir in the node config: no site policy or privacy ledger applies.")
+        privacy = RunPrivacy.load(context.state)
+        outcome = train_round(
+            settings=settings,
+            data=data,
+            global_weights=weights,
+            server_round=server_round,
+            privacy=privacy,
+            device=device,
+            partition=partition,
+        )
+        privacy.save(context.state)
     content = RecordDict(
         {
             ARRAYS: ArrayRecord(outcome.state_dict),

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -25,6 +26,7 @@ class SiteData:
     name: str
     train: TensorDataset
     test: TensorDataset
+    dataset_id: str = ""
 
 
 def _tensors(ds: Dataset, scaler: Standardizer) -> TensorDataset:
@@ -41,7 +43,8 @@ def load_site_data(
     """Load what this site trains on.
 
     Node config keys: ``data-path`` (the site's own CSV/NPZ; default: the run's bundled
-    dataset), ``label-column`` (CSV label column, default ``label``), and for demos
+    dataset), ``label-column`` (CSV label column, default ``label``), ``dataset-id`` (what
+    the privacy budget is kept against; default: the resolved data path), and for demos
     ``partition-id``/``num-partitions`` (take one partition of a shared bundled set).
 
     Raises:
@@ -77,4 +80,22 @@ def load_site_data(
     name = str(
         node_config.get("site-name", "") or f"partition-{node_config.get('partition-id', 0)}"
     )
-    return SiteData(name=name, train=_tensors(train, scaler), test=_tensors(test, scaler))
+    return SiteData(
+        name=name,
+        train=_tensors(train, scaler),
+        test=_tensors(test, scaler),
+        dataset_id=_dataset_id(node_config, source),
+    )
+
+
+def _dataset_id(node_config: Mapping[str, Any], source: str) -> str:
+    """What the site's privacy budget is kept against: one id per underlying dataset."""
+    given = str(node_config.get("dataset-id", "") or "")
+    if given:
+        return given
+    if source in BUNDLED:
+        if "partition-id" in node_config:
+            part = f"{node_config['partition-id']}-of-{node_config.get('num-partitions', 1)}"
+            return f"{source}/partition-{part}"
+        return source
+    return str(Path(source).resolve())

@@ -10,6 +10,8 @@ __all__ = [
     "IntegrityError",
     "KeyMaterialError",
     "NotFound",
+    "PolicyRefused",
+    "PrivacyBudgetExceeded",
     "PrivacyConfigError",
     "ProcessError",
     "StorageError",
@@ -62,3 +64,11 @@ class NotFound(FedvaultError, LookupError):
 
 class StorageError(FedvaultError):
     """Writing to the data directory failed (e.g. a full disk); nothing was stored."""
+
+
+class PolicyRefused(FedvaultError):
+    """A site's own policy refuses this round (model, project, rounds, DP parameters)."""
+
+
+class PrivacyBudgetExceeded(PolicyRefused):
+    """Training this round would take a site past one of its epsilon limits."""

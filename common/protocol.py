@@ -8,6 +8,7 @@ from fedvault.common.errors import (
     ConfigError,
     DataError,
     FedvaultError,
+    PolicyRefused,
     PrivacyConfigError,
 )
 
@@ -31,12 +32,15 @@ class ReplyError(IntEnum):
 
     CONFIG = 4001  # the run's configuration is invalid for this site
     DATA = 4002  # the site's data cannot be read or does not fit the model
-    PRIVACY = 4003  # a DP parameter is invalid or the site's privacy limits refuse the round
+    PRIVACY = 4003  # a DP parameter is invalid
+    REFUSED = 4004  # the site's policy or privacy budget refuses the round
     INTERNAL = 5000  # anything unexpected; details stay in the site's own log
 
 
 def error_code_for(error: Exception) -> ReplyError:
     """The reply code for an exception raised while handling a message."""
+    if isinstance(error, PolicyRefused):
+        return ReplyError.REFUSED
     if isinstance(error, PrivacyConfigError):
         return ReplyError.PRIVACY
     if isinstance(error, ConfigError):

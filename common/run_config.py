@@ -54,6 +54,7 @@ class RunSettings:
     non_iid_alpha: float = 0.0
     seed: int = 42
     report_path: str = ""
+    project: str = "default"
     run_name: str = ""
     model_name: str = ""
     checkpoint_every: int = 1

@@ -91,6 +91,7 @@ def run_federation(
             sites=entry.sites,
             rejected=entry.rejected,
             failed=entry.failed,
+            refused=entry.refused,
         )
         if server_round % settings.checkpoint_every == 0 or server_round == last:
             lineage = lineage_for(

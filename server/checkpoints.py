@@ -50,11 +50,13 @@ class SitePrivacy:
     history: list[list[float]] = field(default_factory=list)
     rounds: list[int] = field(default_factory=list)
     reported_epsilon: float = 0.0
+    allow_export: bool = False
 
     def add_round(self, server_round: int, metrics: Mapping[str, Any]) -> None:
         self.rounds.append(server_round)
         self.delta = float(metrics.get("delta", self.delta))
         self.reported_epsilon = float(metrics.get("epsilon", 0.0))
+        self.allow_export = bool(metrics.get("allow-export", 0))
         self.history.append(
             [
                 float(metrics.get("noise-multiplier", 0.0)),
@@ -74,6 +76,7 @@ class SitePrivacy:
             "rounds": self.rounds,
             "steps": int(sum(s[2] for s in self.history)),
             "history": self.history,
+            "allow-export": self.allow_export,
         }
 
     @classmethod
@@ -84,6 +87,7 @@ class SitePrivacy:
             history=[list(h) for h in record.get("history", [])],
             rounds=[int(r) for r in record.get("rounds", [])],
             reported_epsilon=float(record.get("reported-epsilon", 0.0)),
+            allow_export=bool(record.get("allow-export", False)),
         )
 
 

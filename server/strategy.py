@@ -14,7 +14,7 @@ from flwr.serverapp import Grid
 from flwr.serverapp.strategy import FedAvg
 
 from fedvault.common.errors import FederationError, UpdateRejected
-from fedvault.common.protocol import ARRAYS, METRICS, SITE
+from fedvault.common.protocol import ARRAYS, METRICS, SITE, ReplyError
 from fedvault.server.validation import to_numpy, validate_update
 
 __all__ = [
@@ -79,6 +79,7 @@ class RoundLog:
     sites: list[dict[str, Any]] = field(default_factory=list)
     rejected: list[dict[str, Any]] = field(default_factory=list)
     failed: list[dict[str, Any]] = field(default_factory=list)
+    refused: list[dict[str, Any]] = field(default_factory=list)
 
 
 class ValidatingFedAvg(FedAvg):
@@ -133,8 +134,12 @@ class ValidatingFedAvg(FedAvg):
             node = msg.metadata.src_node_id
             if msg.has_error():
                 reason = msg.error.reason or f"error code {msg.error.code}"
-                log.warning("Round %d: node %d failed: %s", server_round, node, reason)
-                entry.failed.append({"node": node, "code": msg.error.code, "reason": reason})
+                if msg.error.code == ReplyError.REFUSED:
+                    log.info("Round %d: node %d refused: %s", server_round, node, reason)
+                    entry.refused.append({"node": node, "reason": reason})
+                else:
+                    log.warning("Round %d: node %d failed: %s", server_round, node, reason)
+                    entry.failed.append({"node": node, "code": msg.error.code, "reason": reason})
                 continue
             name = _site_name(msg.content, node)
             try:

@@ -52,6 +52,8 @@ def _print_round(event: dict[str, Any], rounds: int) -> None:
         console.print(f"  [yellow]update from {r['site']} dropped:[/] {r['reason']}")
     for f in event["failed"]:
         console.print(f"  [yellow]node {f['node']} failed:[/] {f['reason']}")
+    for r in event.get("refused", []):
+        console.print(f"  [cyan]node {r['node']} refused the round:[/] {r['reason']}")
 
 
 def _summary(events: list[dict[str, Any]], elapsed: float) -> None:

@@ -1,0 +1,122 @@
+"""A round under the site's own rules: policy first, ledger reservation, train, commit."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from fedvault.client.ledger import LEDGER_FILE, PrivacyLedger
+from fedvault.client.local_round import RoundOutcome, round_noise, train_round
+from fedvault.client.policy import POLICY_FILE, SitePolicy
+from fedvault.client.run_privacy import RunPrivacy
+from fedvault.client.site_data import SiteData
+from fedvault.client.training import steps_per_epoch
+from fedvault.common.errors import FedvaultError
+from fedvault.common.privacy import PrivacyStep
+from fedvault.common.run_config import RunSettings
+
+__all__ = ["Site", "guarded_round", "open_site"]
+
+log = logging.getLogger("fedvault.client")
+
+
+@dataclass(frozen=True)
+class Site:
+    """A site directory's policy and privacy ledger."""
+
+    directory: Path
+    policy: SitePolicy
+    ledger: PrivacyLedger
+
+
+def open_site(node_config: Mapping[str, Any]) -> Site | None:
+    """The site named by the node config's ``site-dir``, or None when there is none."""
+    directory = str(node_config.get("site-dir", "") or "")
+    if not directory:
+        return None
+    path = Path(directory)
+    return Site(
+        directory=path,
+        policy=SitePolicy.load(path / POLICY_FILE),
+        ledger=PrivacyLedger(path / LEDGER_FILE),
+    )
+
+
+def guarded_round(
+    site: Site,
+    *,
+    settings: RunSettings,
+    data: SiteData,
+    run_id: str,
+    server_round: int,
+    global_weights: Mapping[str, torch.Tensor],
+    device: torch.device,
+    partition: int = 0,
+) -> RoundOutcome:
+    """Train one round only if the site's policy and budget allow it.
+
+    The round's exact privacy cost is known before training (noise, sample rate, steps),
+    so it is reserved in the ledger first and marked spent before the update is returned.
+
+    Raises:
+        PolicyRefused: the policy refuses the run or its DP parameters.
+        PrivacyBudgetExceeded: the round would pass a per-run or per-dataset limit.
+    """
+    policy, ledger, dataset = site.policy, site.ledger, data.dataset_id
+    policy.check_run(settings, server_round=server_round)
+    n = len(data.train)
+    delta = settings.dp.delta_for(n)
+    privacy = RunPrivacy(ledger.run_noise(dataset, run_id), ledger.history(dataset, run_id))
+    noise = round_noise(settings, privacy, num_examples=n, delta=delta)
+    policy.check_round(noise_multiplier=noise, delta=delta)
+    per_epoch = steps_per_epoch(n, settings.batch_size)
+    planned = PrivacyStep(noise, 1.0 / per_epoch, settings.local_epochs * per_epoch)
+    reservation = ledger.reserve(
+        dataset=dataset,
+        run_id=run_id,
+        server_round=server_round,
+        step=planned,
+        delta=delta,
+        accountant=settings.dp.accountant,
+        max_run_epsilon=policy.max_run_epsilon,
+        max_total_epsilon=policy.max_total_epsilon,
+    )
+    try:
+        outcome = train_round(
+            settings=settings,
+            data=data,
+            global_weights=global_weights,
+            server_round=server_round,
+            privacy=privacy,
+            device=device,
+            partition=partition,
+        )
+    except BaseException:
+        ledger.release(reservation)  # nothing left the site
+        raise
+    taken = privacy.history[-1]
+    if (taken.noise_multiplier, taken.steps) != (planned.noise_multiplier, planned.steps) or abs(
+        taken.sample_rate - planned.sample_rate
+    ) > 1e-12:
+        # The reservation stays (counted as spent); the update is withheld.
+        raise FedvaultError(
+            f"Round {server_round} trained with {taken} but reserved {planned}; "
+            "the update is withheld and the reservation counts as spent."
+        )
+    ledger.commit(reservation)
+    log.info(
+        "Round %d of run %s on %s: epsilon %.3f for the run, %.3f for the dataset",
+        server_round,
+        run_id,
+        dataset,
+        reservation.run_epsilon,
+        reservation.dataset_epsilon,
+    )
+    outcome.metrics["dataset-epsilon"] = reservation.dataset_epsilon
+    outcome.metrics["allow-export"] = int(policy.allow_export)
+    return outcome
