@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 import time
 from pathlib import Path
 from typing import Annotated, Any
@@ -135,6 +136,11 @@ def _supervise(
     env = flower_env(site_dir / "flwr-home")
     log_path = site_dir / "logs" / "supernode.log"
     process: ManagedProcess | None = None
+
+    def stop_on_term(signum: int, _frame: object) -> None:
+        raise KeyboardInterrupt  # a service manager's stop: same clean shutdown as Ctrl-C
+
+    signal.signal(signal.SIGTERM, stop_on_term)
     try:
         while True:
             if process is None or not process.alive():
@@ -180,10 +186,13 @@ def _report_new(ledger: PrivacyLedger, seen: tuple[str, ...]) -> tuple[str, ...]
     fresh_rounds = _after(rounds, seen[0])
     fresh_refusals = _after(refusals, seen[1])
     for _when, dataset, run_id, rnd, run_eps, ds_eps, state in fresh_rounds:
-        console.print(
-            f"Round {rnd} of run {run_id} on {dataset}: {state}, epsilon {run_eps:.3f} "
-            f"this run, {ds_eps:.3f} in total"
-        )
+        if state == "reserved":
+            console.print(f"Training round {rnd} of run {run_id} on {dataset}…")
+        else:
+            console.print(
+                f"Round {rnd} of run {run_id} done: epsilon {run_eps:.3f} for this run, "
+                f"{ds_eps:.3f} in total on {dataset}"
+            )
     for _when, _dataset, run_id, rnd, reason in fresh_refusals:
         console.print(f"[yellow]Refused round {rnd} of run {run_id}:[/] {reason}")
     return _newest(ledger) if fresh_rounds or fresh_refusals else seen

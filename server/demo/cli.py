@@ -103,7 +103,13 @@ def run_demo(
         for site in range(sites):
             fed.register(site)
             fed.start_site(
-                site, {"partition-id": site, "num-partitions": sites, "site-name": f"site-{site}"}
+                site,
+                {
+                    "partition-id": site,
+                    "num-partitions": sites,
+                    "site-name": f"site-{site}",
+                    "site-dir": str(workspace.site_dir(site)),
+                },
             )
         with console.status(f"Waiting for {sites} sites to join…"):
             fed.wait_online(sites)

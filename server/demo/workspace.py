@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from fedvault.client.policy import POLICY_FILE, default_policy_text
 from fedvault.common.pki import (
     CertificateAuthority,
     generate_node_keys,
@@ -38,9 +39,17 @@ class Workspace:
         keys = []
         for i in range(sites):
             private = root / "sites" / f"site-{i}" / "node.key"
-            generate_node_keys(f"site-{i}").save(private)
+            if not private.exists():
+                generate_node_keys(f"site-{i}").save(private)
+            policy = private.parent / POLICY_FILE
+            if not policy.exists():
+                policy.write_text(default_policy_text(), encoding="utf-8")
             keys.append(private)
         return cls(root, certs / "ca.pem", certs / "server.pem", certs / "server.key", tuple(keys))
+
+    def site_dir(self, site: int) -> Path:
+        """The site's directory: node key, site policy (defaults) and privacy ledger."""
+        return self.node_keys[site].parent
 
     def public_key(self, site: int) -> bytes:
         path = self.node_keys[site]
