@@ -32,6 +32,7 @@ DEFAULT_SITE_DIR = Path("fedvault-site")
 site_app = typer.Typer(
     help="The site agent: set up this site, run it next to its data, see its privacy spend.",
     no_args_is_help=True,
+    rich_markup_mode="markdown",
 )
 
 SiteDir = Annotated[

@@ -21,6 +21,7 @@ def build_app() -> typer.Typer:
     """Build the root command with every installed command group."""
     app = typer.Typer(
         name="fedvault",
+        rich_markup_mode="markdown",  # docstring paragraphs reflow to the terminal
         help="Privacy-preserving federated learning: sites train one model together with "
         "differential privacy; no raw record leaves a site.",
         no_args_is_help=True,
