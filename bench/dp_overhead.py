@@ -1,27 +1,32 @@
 """DP-SGD step time over non-private step time, same model and batch size, interleaved.
 
 For each default model (MLP on breast_cancer, CNN on digits) it times full optimizer steps
-(forward, backward, clipping, noise, update) of a private and a non-private copy in
-alternating blocks, so both see the same machine load. Prints per-step milliseconds and
-the ratio for each, then the headline (the larger of the two ratios).
+(forward, backward, clipping, noise, update) of a private and a non-private copy of one
+model in alternating blocks on the same batches, so both see the same machine load. The
+private step is the one local training takes (``fedvault.client.training.private_steps``)
+in the chosen grad-sample mode; Opacus's ``hooks`` mode is timed alongside for comparison.
+Prints per-step milliseconds and ratios, then the headline: the larger of the chosen
+mode's two ratios.
 """
 
 from __future__ import annotations
 
 import argparse
+import copy
 import statistics
 import time
 import warnings
 
 import torch
-from opacus import PrivacyEngine
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
+from fedvault.client.training import GRAD_SAMPLE_MODES, private_steps
 from fedvault.common.data import Standardizer, load_dataset
 from fedvault.common.nets import build_model
 
 CASES = {"mlp": ("breast_cancer", "mlp"), "cnn": ("digits", "cnn")}
+COMPARISON = "hooks"
 
 
 def _data(dataset: str) -> TensorDataset:
@@ -38,38 +43,30 @@ def _batches(data: TensorDataset, batch_size: int, count: int):
     return out[:count]
 
 
-def _private_step(data, model_name, shape, classes, *, batch_size, mode):
-    model = build_model(model_name, input_shape=shape, num_classes=classes)
-    opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
-    loader = DataLoader(data, batch_size=batch_size)
+def _optimizer(model: nn.Module) -> torch.optim.Optimizer:
+    return torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
+
+
+def _private_step(data, model: nn.Module, *, batch_size: int, mode: str):
+    """The training code's DP-SGD step, as ``train_local`` sets it up."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        private = PrivacyEngine().make_private(
-            module=model,
-            optimizer=opt,
-            data_loader=loader,
+        private = private_steps(
+            model=model,
+            optimizer=_optimizer(model),
+            criterion=nn.CrossEntropyLoss(),
+            data_loader=DataLoader(data, batch_size=batch_size),
             noise_multiplier=1.0,
             max_grad_norm=1.0,
-            poisson_sampling=True,
+            noise_generator=torch.Generator().manual_seed(0),
             grad_sample_mode=mode,
-            criterion=nn.CrossEntropyLoss(),
         )
-    if mode == "ghost":
-        model, opt, criterion, _ = private
-    else:
-        model, opt, _ = private
-        criterion = nn.CrossEntropyLoss()
-    return _stepper(model, opt, criterion)
+    return private.step
 
 
-def _plain_step(model_name, shape, classes):
-    model = build_model(model_name, input_shape=shape, num_classes=classes)
-    opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
-    return _stepper(model, opt, nn.CrossEntropyLoss())
-
-
-def _stepper(model, opt, criterion):
-    """One full optimizer step on a batch: the unit both sides are timed in."""
+def _plain_step(model: nn.Module):
+    """One full non-private optimizer step on a batch."""
+    opt, criterion = _optimizer(model), nn.CrossEntropyLoss()
 
     def step(x, y):
         opt.zero_grad(set_to_none=True)
@@ -79,55 +76,79 @@ def _stepper(model, opt, criterion):
     return step
 
 
-def measure(case: str, *, batch_size: int, mode: str, blocks: int, per_block: int):
+def measure(case: str, *, batch_size: int, modes: list[str], blocks: int, per_block: int):
+    """Median ms per step for each side, and median per-block ratio of each mode to plain."""
     dataset, model_name = CASES[case]
     data = _data(dataset)
     shape, classes = tuple(data.tensors[0].shape[1:]), int(data.tensors[1].max()) + 1
-    steps = {
-        "non-private": _plain_step(model_name, shape, classes),
-        "dp": _private_step(data, model_name, shape, classes, batch_size=batch_size, mode=mode),
-    }
+    torch.manual_seed(0)
+    model = build_model(model_name, input_shape=shape, num_classes=classes)
+    steps = {"non-private": _plain_step(copy.deepcopy(model))}
+    for mode in modes:
+        steps[mode] = _private_step(data, copy.deepcopy(model), batch_size=batch_size, mode=mode)
     batches = _batches(data, batch_size, per_block)
     times: dict[str, list[float]] = {k: [] for k in steps}
-    for block in range(blocks + 1):
-        order = list(steps) if block % 2 == 0 else list(reversed(steps))
-        for name in order:
-            start = time.perf_counter()
-            for x, y in batches:
-                steps[name](x, y)
-            if block:  # block 0 warms up both
-                times[name].append((time.perf_counter() - start) / len(batches))
-    ratios = [d / p for d, p in zip(times["dp"], times["non-private"], strict=True)]
-    return (
-        statistics.median(times["non-private"]),
-        statistics.median(times["dp"]),
-        statistics.median(ratios),
-    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # Opacus's backward-hook notice, once per block
+        for block in range(blocks + 1):
+            order = list(steps) if block % 2 == 0 else list(reversed(steps))
+            for name in order:
+                start = time.perf_counter()
+                for x, y in batches:
+                    steps[name](x, y)
+                if block:  # block 0 warms up every side
+                    times[name].append((time.perf_counter() - start) / len(batches))
+    plain = times["non-private"]
+    return {
+        name: (
+            statistics.median(t),
+            statistics.median(d / p for d, p in zip(t, plain, strict=True)),
+        )
+        for name, t in times.items()
+    }
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--batch-size", type=int, default=64)
-    parser.add_argument("--mode", default="hooks", help="Opacus grad_sample_mode")
+    parser.add_argument(
+        "--mode",
+        default="fused",
+        choices=GRAD_SAMPLE_MODES,
+        help="grad-sample mode to measure: 'fused' (the default of local training) or an "
+        f"Opacus mode; Opacus '{COMPARISON}' is always timed alongside for comparison",
+    )
     parser.add_argument("--blocks", type=int, default=20)
     parser.add_argument("--per-block", type=int, default=10)
+    parser.add_argument("--threads", type=int, default=0, help="torch threads (0: default)")
     args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    modes = [args.mode] + ([COMPARISON] if args.mode != COMPARISON else [])
     print(
-        f"batch size {args.batch_size}, grad-sample mode {args.mode!r}, "
-        f"{torch.get_num_threads()} threads, median of {args.blocks} interleaved blocks"
+        f"batch size {args.batch_size}, grad-sample mode {args.mode!r} (Opacus {COMPARISON!r} "
+        f"for comparison), {torch.get_num_threads()} threads, median of {args.blocks} "
+        "interleaved blocks"
     )
-    print(f"{'model':<6} {'non-private ms':>15} {'DP ms':>8} {'DP / non-private':>17}")
+    header = f"{'model':<6} {'non-private ms':>15}"
+    for mode in modes:
+        header += f" {mode + ' ms':>12} {'ratio':>6}"
+    print(header)
     worst = 0.0
     for case in CASES:
-        plain, private, ratio = measure(
+        result = measure(
             case,
             batch_size=args.batch_size,
-            mode=args.mode,
+            modes=modes,
             blocks=args.blocks,
             per_block=args.per_block,
         )
-        worst = max(worst, ratio)
-        print(f"{case:<6} {plain * 1e3:>15.3f} {private * 1e3:>8.3f} {ratio:>17.2f}")
+        worst = max(worst, result[args.mode][1])
+        row = f"{case:<6} {result['non-private'][0] * 1e3:>15.3f}"
+        for mode in modes:
+            row += f" {result[mode][0] * 1e3:>12.3f} {result[mode][1]:>6.2f}"
+        print(row)
+    print(f"measured mode: {args.mode}")
     print(f"RESULT dp_step_overhead={worst:.2f}")
 
 

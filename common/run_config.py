@@ -43,7 +43,7 @@ class RunSettings:
     target_epsilon: float = 8.0
     target_delta: float = 0.0
     accountant: str = "prv"
-    grad_sample_mode: str = "hooks"
+    grad_sample_mode: str = "fused"
     min_sites: int = 2
     wait_timeout: float = 120.0
     round_timeout: float = 600.0
@@ -81,8 +81,8 @@ class RunSettings:
             (self.non_iid_alpha >= 0, "non-iid-alpha must be >= 0 (0 means IID)"),
             (self.optimizer in ("sgd", "adam"), "optimizer must be 'sgd' or 'adam'"),
             (
-                self.grad_sample_mode in ("hooks", "ghost", "functorch", "ew"),
-                "grad-sample-mode must be one of hooks, ghost, functorch, ew",
+                self.grad_sample_mode in ("fused", "hooks", "ghost", "functorch", "ew"),
+                "grad-sample-mode must be one of fused, hooks, ghost, functorch, ew",
             ),
         ]
         for ok, message in checks:
