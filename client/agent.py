@@ -7,7 +7,7 @@ import os
 import signal
 import time
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 from rich.console import Console
@@ -15,6 +15,7 @@ from rich.table import Table
 
 from fedvault.client.ledger import LEDGER_FILE, PrivacyLedger
 from fedvault.client.policy import POLICY_FILE, SitePolicy, default_policy_text
+from fedvault.client.site_guard import site_secret
 from fedvault.common.data import BUNDLED, load_dataset
 from fedvault.common.errors import ConfigError
 from fedvault.common.flower_cmd import ConfigValue, supernode_command
@@ -27,6 +28,7 @@ log = logging.getLogger("fedvault.client.agent")
 console = Console()
 
 NODE_KEY = "node.key"
+NAME_FILE = "site-name"
 DEFAULT_SITE_DIR = Path("fedvault-site")
 
 site_app = typer.Typer(
@@ -47,8 +49,10 @@ SiteDir = Annotated[
 
 @site_app.command("init")
 def init(
+    name: Annotated[
+        str, typer.Option(help="This site's name, as the server will show it (unique).")
+    ],
     site_dir: SiteDir = DEFAULT_SITE_DIR,
-    name: Annotated[str, typer.Option(help="This site's name, as the server will show it.")] = "",
 ) -> None:
     """Create the site directory: node key pair (private key 0600), policy, ledger.
 
@@ -57,8 +61,11 @@ def init(
     site_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
     os.chmod(site_dir, 0o700)
     key = site_dir / NODE_KEY
+    if not name.strip():
+        raise ConfigError("--name must not be empty: the server tells sites apart by it.")
+    (site_dir / NAME_FILE).write_text(name.strip() + "\n", encoding="utf-8")
     if not key.exists():
-        generate_node_keys(name or site_dir.resolve().name).save(key)
+        generate_node_keys(name).save(key)
         console.print(f"Node key pair written: [cyan]{key}[/] (private, 0600) and {key}.pub")
     policy = site_dir / POLICY_FILE
     if not policy.exists():
@@ -66,6 +73,7 @@ def init(
         console.print(f"Site policy with safe defaults: [cyan]{policy}[/] (edit to taste)")
     SitePolicy.load(policy)
     PrivacyLedger(site_dir / LEDGER_FILE)
+    site_secret(site_dir)  # the key behind this site's sampling and noise; never leaves
     console.print(f"Privacy ledger: [cyan]{site_dir / LEDGER_FILE}[/]")
     console.print(
         f"Next: give [bold]{key}.pub[/] to the federation's admin to register this site, "
@@ -74,7 +82,7 @@ def init(
 
 
 def _check_site(site_dir: Path) -> SitePolicy:
-    for needed in (NODE_KEY, POLICY_FILE):
+    for needed in (NODE_KEY, POLICY_FILE, NAME_FILE):
         if not (site_dir / needed).exists():
             raise ConfigError(f"{site_dir / needed} is missing; run `fedvault site init` first.")
     policy = SitePolicy.load(site_dir / POLICY_FILE)
@@ -90,7 +98,9 @@ def run(
         str, typer.Option(help="This site's data: a .csv or .npz file (or a bundled demo set).")
     ],
     site_dir: SiteDir = DEFAULT_SITE_DIR,
-    name: Annotated[str, typer.Option(help="Site name reported to the server.")] = "",
+    name: Annotated[
+        str, typer.Option(help="Site name reported to the server (default: the one from init).")
+    ] = "",
     label_column: Annotated[str, typer.Option(help="CSV column holding the labels.")] = "label",
     dataset_id: Annotated[
         str, typer.Option(help="Budget key for this data (default: its resolved path).")
@@ -115,7 +125,7 @@ def run(
     node_config: dict[str, ConfigValue] = {
         "data-path": data,
         "label-column": label_column,
-        "site-name": name or site_dir.resolve().name,
+        "site-name": name or (site_dir / NAME_FILE).read_text(encoding="utf-8").strip(),
         "site-dir": str(site_dir.resolve()),
         "device": device,
     }
@@ -132,8 +142,7 @@ def run(
 def _supervise(
     site_dir: Path, *, server: str, ca: Path, node_config: dict[str, ConfigValue], delay: float
 ) -> None:
-    ledger = PrivacyLedger(site_dir / LEDGER_FILE)
-    seen = _newest(ledger)
+    follower = _LedgerFollower(PrivacyLedger(site_dir / LEDGER_FILE))
     env = flower_env(site_dir / "flwr-home")
     log_path = site_dir / "logs" / "supernode.log"
     process: ManagedProcess | None = None
@@ -167,7 +176,7 @@ def _supervise(
                     "SuperNode", command, env=env, log_path=log_path, cwd=site_dir
                 )
                 console.print(f"Connecting to {server} (SuperNode pid {process.pid})")
-            seen = _report_new(ledger, seen)
+            follower.poll()
             time.sleep(1.0)
     except KeyboardInterrupt:
         console.print("Stopping the SuperNode…")
@@ -176,37 +185,32 @@ def _supervise(
             process.stop()
 
 
-def _newest(ledger: PrivacyLedger) -> tuple[str, ...]:
-    rounds, refusals = ledger.recent(1)
-    return (str(rounds[0]) if rounds else "", str(refusals[0]) if refusals else "")
+class _LedgerFollower:
+    """Prints what the ClientApp records in the ledger: round starts, finishes, refusals."""
 
+    def __init__(self, ledger: PrivacyLedger):
+        self.ledger = ledger
+        rounds, refusals = ledger.recent(50)
+        self.shown: dict[int, str] = {int(r[0]): str(r[7]) for r in rounds}
+        self.refusals = {int(r[0]) for r in refusals}
 
-def _report_new(ledger: PrivacyLedger, seen: tuple[str, ...]) -> tuple[str, ...]:
-    """Print rounds and refusals recorded since ``seen`` (the ClientApp writes them)."""
-    rounds, refusals = ledger.recent(20)
-    fresh_rounds = _after(rounds, seen[0])
-    fresh_refusals = _after(refusals, seen[1])
-    for _when, dataset, run_id, rnd, run_eps, ds_eps, state in fresh_rounds:
-        if state == "reserved":
-            console.print(f"Training round {rnd} of run {run_id} on {dataset}…")
-        else:
-            console.print(
-                f"Round {rnd} of run {run_id} done: epsilon {run_eps:.3f} for this run, "
-                f"{ds_eps:.3f} in total on {dataset}"
-            )
-    for _when, _dataset, run_id, rnd, reason in fresh_refusals:
-        console.print(f"[yellow]Refused round {rnd} of run {run_id}:[/] {reason}")
-    return _newest(ledger) if fresh_rounds or fresh_refusals else seen
-
-
-def _after(rows: list[tuple[Any, ...]], marker: str) -> list[tuple[Any, ...]]:
-    """Rows (newest first) newer than the one whose text is ``marker``, oldest first."""
-    fresh = []
-    for row in rows:
-        if str(row) == marker:
-            break
-        fresh.append(row)
-    return list(reversed(fresh))
+    def poll(self) -> None:
+        rounds, refusals = self.ledger.recent(50)
+        for row_id, _when, dataset, run_id, rnd, run_eps, ds_eps, state in reversed(rounds):
+            if self.shown.get(row_id) == state:
+                continue
+            self.shown[row_id] = state
+            if state == "reserved":
+                console.print(f"Training round {rnd} of run {run_id} on {dataset}…")
+            else:
+                console.print(
+                    f"Round {rnd} of run {run_id} done: epsilon {run_eps:.3f} for this run, "
+                    f"{ds_eps:.3f} in total on {dataset}"
+                )
+        for row_id, _when, _dataset, run_id, rnd, reason in reversed(refusals):
+            if row_id not in self.refusals:
+                self.refusals.add(row_id)
+                console.print(f"[yellow]Refused round {rnd} of run {run_id}:[/] {reason}")
 
 
 @site_app.command("status")
@@ -214,10 +218,13 @@ def status(site_dir: SiteDir = DEFAULT_SITE_DIR) -> None:
     """Budget spent and left per dataset, recent rounds and refusals."""
     policy = _check_site(site_dir)
     ledger = PrivacyLedger(site_dir / LEDGER_FILE)
-    table = Table(title=f"Privacy budget per dataset (limit {policy.max_total_epsilon:g})")
+    table = Table(
+        title=f"Privacy budget per dataset (limit {policy.max_total_epsilon:g}, "
+        f"measured with RDP at delta {policy.max_delta:g})"
+    )
     for col in ("dataset", "epsilon spent", "left", "delta", "runs", "rounds", "refusals"):
         table.add_column(col)
-    for s in ledger.status():
+    for s in ledger.status(budget_delta=policy.max_delta):
         table.add_row(
             s.dataset,
             f"{s.epsilon:.3f}",
@@ -233,7 +240,7 @@ def status(site_dir: SiteDir = DEFAULT_SITE_DIR) -> None:
         recent = Table(title="Recent rounds")
         for col in ("when", "dataset", "run", "round", "run epsilon", "dataset epsilon", "state"):
             recent.add_column(col)
-        for when, dataset, run_id, rnd, run_eps, ds_eps, state in rounds:
+        for _id, when, dataset, run_id, rnd, run_eps, ds_eps, state in rounds:
             recent.add_row(
                 when, dataset, run_id, str(rnd), f"{run_eps:.3f}", f"{ds_eps:.3f}", state
             )
@@ -242,7 +249,7 @@ def status(site_dir: SiteDir = DEFAULT_SITE_DIR) -> None:
         refused = Table(title="Recent refusals")
         for col in ("when", "dataset", "run", "round", "reason"):
             refused.add_column(col)
-        for when, dataset, run_id, rnd, reason in refusals:
+        for _id, when, dataset, run_id, rnd, reason in refusals:
             refused.add_row(when, dataset, run_id, str(rnd), reason)
         console.print(refused)
     if not rounds and not refusals:

@@ -13,6 +13,7 @@ from fedvault.client.run_privacy import RunPrivacy
 from fedvault.client.site_data import SiteData, load_site_data
 from fedvault.client.site_guard import guarded_round, open_site
 from fedvault.common.device import pick_device
+from fedvault.common.errors import ConfigError
 from fedvault.common.evaluation import evaluate
 from fedvault.common.protocol import ARRAYS, CONFIG, METRICS, SITE, error_code_for
 from fedvault.common.run_config import RunSettings
@@ -36,6 +37,13 @@ def _answer_errors(handler: Handler) -> Handler:
             if code.name == "INTERNAL":
                 log.exception("Unexpected failure while handling %s", msg.metadata.message_type)
                 reason = f"internal error at the site ({type(e).__name__}); see the site's log"
+            elif code.name == "DATA":
+                # The details can quote the site's records or paths: they stay at the site.
+                log.error("Refusing %s: %s", msg.metadata.message_type, e)
+                reason = (
+                    "the site's data cannot be used for this run (missing, malformed, or not "
+                    "matching the model's input or classes); the site's log has the details"
+                )
             else:
                 log.error("Refusing %s: %s", msg.metadata.message_type, e)
                 reason = str(e)
@@ -75,9 +83,12 @@ def train(msg: Message, context: Context) -> Message:
             device=device,
             partition=partition,
         )
-    else:
-        # No site directory: no policy, and spend is tracked for this run only.
-        log.warning("No site-dir in the node config: no site policy or privacy ledger applies.")
+    elif context.node_config.get("insecure-no-ledger") is True:
+        # Tests only: no policy, and spend is tracked for this run only.
+        log.warning(
+            "INSECURE: insecure-no-ledger is set; no site policy or privacy ledger applies "
+            "and this site's spend is not kept beyond this run."
+        )
         privacy = RunPrivacy.load(context.state)
         outcome = train_round(
             settings=settings,
@@ -89,6 +100,11 @@ def train(msg: Message, context: Context) -> Message:
             partition=partition,
         )
         privacy.save(context.state)
+    else:
+        raise ConfigError(
+            "This SuperNode has no site-dir, so no site policy or privacy ledger can protect "
+            "its data; start it with `fedvault site run` (or `fedvault site init` first)."
+        )
     content = RecordDict(
         {
             ARRAYS: ArrayRecord(outcome.state_dict),
@@ -103,7 +119,10 @@ def train(msg: Message, context: Context) -> Message:
 @_answer_errors
 def evaluate_global(msg: Message, context: Context) -> Message:
     """Evaluate the received global model on this site's own test split."""
-    settings, data, _ = _setup(msg, context)
+    settings, data, server_round = _setup(msg, context)
+    site = open_site(context.node_config)
+    if site is not None:
+        site.policy.check_run(settings, server_round=server_round)
     device = pick_device(str(context.node_config.get("device", "auto")))
     model = load_global_model(settings, msg.content.array_records[ARRAYS].to_torch_state_dict())
     loss, accuracy = evaluate(model, data.test, device=device)

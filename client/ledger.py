@@ -63,6 +63,10 @@ _MIGRATIONS = [
     """,
 ]
 
+# The dataset budget is always measured with one accountant (RDP: an upper bound that is
+# cheap to recompute), so a run cannot stretch it by choosing another.
+BUDGET_ACCOUNTANT = "rdp"
+
 # Accountants differ in their last digits; a round that lands exactly on a limit is allowed.
 _TOLERANCE = 1e-9
 
@@ -99,12 +103,12 @@ class PrivacyLedger:
             raise ConfigError(
                 f"The ledger's directory {path.parent} does not exist; run `fedvault site init`."
             )
-        with self._connect() as db:
+        with self._exclusive() as db:  # concurrent first opens wait, then see the schema
             version = db.execute("PRAGMA user_version").fetchone()[0]
             for number, script in enumerate(_MIGRATIONS[version:], start=version + 1):
-                db.executescript(
-                    f"BEGIN IMMEDIATE; {script}; PRAGMA user_version = {number}; COMMIT;"
-                )
+                for statement in filter(str.strip, script.split(";")):
+                    db.execute(statement)
+                db.execute(f"PRAGMA user_version = {number}")
 
     @contextmanager
     def _connect(self) -> Iterator[sqlite3.Connection]:
@@ -159,11 +163,11 @@ class PrivacyLedger:
         """Recompute epsilon from the ledger rows alone, with a fresh accountant."""
         return epsilon_spent(self.history(dataset, run_id), delta=delta, accountant=accountant)
 
-    def status(self, accountant: str = "prv") -> list[DatasetStatus]:
-        """Spend per dataset (at the largest delta its rounds used) and counts."""
+    def status(self, *, budget_delta: float) -> list[DatasetStatus]:
+        """Spend per dataset, measured as the budget is (RDP at ``budget_delta``), and counts."""
         with self._connect() as db:
             rows = db.execute(
-                "SELECT dataset, MAX(delta), COUNT(DISTINCT run_id), COUNT(*) FROM spends "
+                "SELECT dataset, COUNT(DISTINCT run_id), COUNT(*) FROM spends "
                 "GROUP BY dataset ORDER BY dataset"
             ).fetchall()
             refusals = dict(
@@ -173,14 +177,16 @@ class PrivacyLedger:
                 DatasetStatus(
                     dataset=dataset,
                     epsilon=epsilon_spent(
-                        self._steps(db, dataset, None), delta=delta, accountant=accountant
+                        self._steps(db, dataset, None),
+                        delta=budget_delta,
+                        accountant=BUDGET_ACCOUNTANT,
                     ),
-                    delta=delta,
+                    delta=budget_delta,
                     runs=runs,
                     rounds=rounds,
                     refusals=int(refusals.pop(dataset, 0)),
                 )
-                for dataset, delta, runs, rounds in rows
+                for dataset, runs, rounds in rows
             ]
         out += [DatasetStatus(d, 0.0, 0.0, 0, 0, int(n)) for d, n in sorted(refusals.items())]
         return out
@@ -189,12 +195,12 @@ class PrivacyLedger:
         """The newest rounds and refusals, newest first."""
         with self._connect() as db:
             rounds = db.execute(
-                "SELECT created_at, dataset, run_id, round, run_epsilon, dataset_epsilon, state "
-                "FROM spends ORDER BY id DESC LIMIT ?",
+                "SELECT id, created_at, dataset, run_id, round, run_epsilon, dataset_epsilon, "
+                "state FROM spends ORDER BY id DESC LIMIT ?",
                 (limit,),
             ).fetchall()
             refusals = db.execute(
-                "SELECT created_at, dataset, run_id, round, reason FROM refusals "
+                "SELECT id, created_at, dataset, run_id, round, reason FROM refusals "
                 "ORDER BY id DESC LIMIT ?",
                 (limit,),
             ).fetchall()
@@ -213,8 +219,12 @@ class PrivacyLedger:
         accountant: str,
         max_run_epsilon: float,
         max_total_epsilon: float,
+        budget_delta: float,
     ) -> Reservation:
         """Check this round against the limits and record it, atomically.
+
+        The run's epsilon uses the run's delta and accountant. The dataset's total is always
+        measured the site's way, whatever each run chose: RDP at ``budget_delta``.
 
         Raises:
             PrivacyBudgetExceeded: the round would pass a limit; the refusal is recorded.
@@ -223,7 +233,7 @@ class PrivacyLedger:
             run = [*self._steps(db, dataset, run_id), step]
             total = [*self._steps(db, dataset, None), step]
             run_eps = epsilon_spent(run, delta=delta, accountant=accountant)
-            total_eps = epsilon_spent(total, delta=delta, accountant=accountant)
+            total_eps = epsilon_spent(total, delta=budget_delta, accountant=BUDGET_ACCOUNTANT)
             reason = None
             if run_eps > max_run_epsilon + _TOLERANCE:
                 reason = (
@@ -231,7 +241,7 @@ class PrivacyLedger:
                     f"on dataset {dataset}, over this site's per-run limit {max_run_epsilon:g}"
                 )
             elif total_eps > max_total_epsilon + _TOLERANCE:
-                spent = epsilon_spent(total[:-1], delta=delta, accountant=accountant)
+                spent = epsilon_spent(total[:-1], delta=budget_delta, accountant=BUDGET_ACCOUNTANT)
                 reason = (
                     f"round {server_round} would bring dataset {dataset} to epsilon "
                     f"{total_eps:.3f} over all runs (spent so far {spent:.3f}), over this "

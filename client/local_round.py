@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -17,7 +19,7 @@ from fedvault.common.nets import build_model
 from fedvault.common.privacy import PrivacyStep, epsilon_spent, noise_for_target
 from fedvault.common.run_config import RunSettings
 
-__all__ = ["RoundOutcome", "load_global_model", "round_noise", "train_round"]
+__all__ = ["RoundOutcome", "load_global_model", "round_noise", "round_seed", "train_round"]
 
 log = logging.getLogger("fedvault.client")
 
@@ -60,6 +62,20 @@ def round_noise(
     )
 
 
+def round_seed(seed: int, *, server_round: int, partition: int, secret: bytes | None) -> int:
+    """The seed of a round's Poisson sampling and DP noise.
+
+    DP-SGD's guarantee needs both to be unknown to whoever sees the update. With the site's
+    ``secret`` they are an HMAC of the run seed and round under a key only the site holds,
+    so the same site reproduces its own rounds but the server cannot. Without one they
+    follow from the run seed (tests and benchmarks only; see README on randomness).
+    """
+    if secret is None:
+        return seed * 1_000_003 + server_round * 1009 + partition
+    mac = hmac.new(secret, f"{seed}|{server_round}|{partition}".encode(), hashlib.sha256)
+    return int.from_bytes(mac.digest()[:8], "big") >> 1
+
+
 def train_round(
     *,
     settings: RunSettings,
@@ -69,18 +85,22 @@ def train_round(
     privacy: RunPrivacy,
     device: torch.device,
     partition: int = 0,
+    secret: bytes | None = None,
 ) -> RoundOutcome:
     """Train the global model on this site's data with DP-SGD and record the spend.
 
     ``privacy`` is updated in place (noise fixed for the run, this round's steps appended);
     the caller persists it. Epsilon is the composition of every step recorded so far.
+    ``secret`` is the site's own key for its sampling and noise randomness: without it they
+    derive from the run's seed alone, which the server knows (for tests and benchmarks).
     """
     dp = settings.dp
     n = len(data.train)
     delta = dp.delta_for(n)
     privacy.noise_multiplier = round_noise(settings, privacy, num_examples=n, delta=delta)
-    # Same seed, round and partition: same batches and noise (see README on randomness).
-    generator = seed_everything(settings.seed * 1_000_003 + server_round * 1009 + partition)
+    generator = seed_everything(
+        round_seed(settings.seed, server_round=server_round, partition=partition, secret=secret)
+    )
     model = load_global_model(settings, global_weights)
     result = train_local(
         model=model,
@@ -109,7 +129,6 @@ def train_round(
     )
     metrics: dict[str, Any] = {
         "num-examples": n,
-        "train-loss": result.loss,
         "epsilon": epsilon,
         "delta": delta,
         "noise-multiplier": privacy.noise_multiplier,

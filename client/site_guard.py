@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import os
+import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,22 +18,44 @@ from fedvault.client.policy import POLICY_FILE, SitePolicy
 from fedvault.client.run_privacy import RunPrivacy
 from fedvault.client.site_data import SiteData
 from fedvault.client.training import steps_per_epoch
-from fedvault.common.errors import FedvaultError
+from fedvault.common.errors import ConfigError, FedvaultError
 from fedvault.common.privacy import PrivacyStep
 from fedvault.common.run_config import RunSettings
 
-__all__ = ["Site", "guarded_round", "open_site"]
+__all__ = ["Site", "guarded_round", "open_site", "site_secret"]
 
 log = logging.getLogger("fedvault.client")
 
 
+NOISE_KEY_FILE = "noise.key"
+
+
 @dataclass(frozen=True)
 class Site:
-    """A site directory's policy and privacy ledger."""
+    """A site directory's policy, privacy ledger and randomness key."""
 
     directory: Path
     policy: SitePolicy
     ledger: PrivacyLedger
+    secret: bytes
+
+
+def site_secret(directory: Path) -> bytes:
+    """The site's key for sampling and noise randomness (created 0600 on first use)."""
+    path = directory / NOISE_KEY_FILE
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        pass
+    else:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(secrets.token_bytes(32))
+            fh.flush()
+            os.fsync(fh.fileno())
+    secret = path.read_bytes()
+    if len(secret) != 32:
+        raise ConfigError(f"{path} must hold 32 random bytes; delete it to make a new one.")
+    return secret
 
 
 def open_site(node_config: Mapping[str, Any]) -> Site | None:
@@ -44,6 +68,7 @@ def open_site(node_config: Mapping[str, Any]) -> Site | None:
         directory=path,
         policy=SitePolicy.load(path / POLICY_FILE),
         ledger=PrivacyLedger(path / LEDGER_FILE),
+        secret=site_secret(path),
     )
 
 
@@ -72,6 +97,8 @@ def guarded_round(
     n = len(data.train)
     delta = settings.dp.delta_for(n)
     privacy = RunPrivacy(ledger.run_noise(dataset, run_id), ledger.history(dataset, run_id))
+    # Rounds are counted from the ledger, not from the round number the server sends.
+    policy.check_run(settings, server_round=len(privacy.history) + 1)
     noise = round_noise(settings, privacy, num_examples=n, delta=delta)
     policy.check_round(noise_multiplier=noise, delta=delta)
     per_epoch = steps_per_epoch(n, settings.batch_size)
@@ -85,6 +112,7 @@ def guarded_round(
         accountant=settings.dp.accountant,
         max_run_epsilon=policy.max_run_epsilon,
         max_total_epsilon=policy.max_total_epsilon,
+        budget_delta=policy.max_delta,
     )
     try:
         outcome = train_round(
@@ -95,6 +123,7 @@ def guarded_round(
             privacy=privacy,
             device=device,
             partition=partition,
+            secret=site.secret,
         )
     except BaseException:
         ledger.release(reservation)  # nothing left the site

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from typing import Any
@@ -14,6 +15,10 @@ from fedvault.common.privacy import DPConfig
 __all__ = ["RunSettings"]
 
 Scalar = bool | int | float | str
+
+
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
+_REF = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}(:[1-9][0-9]*)?")
 
 
 def _unset(value: float) -> float | None:
@@ -85,6 +90,20 @@ class RunSettings:
                 "grad-sample-mode must be one of fused, hooks, ghost, functorch, ew",
             ),
         ]
+        for key, value in (("run-name", self.run_name), ("model-name", self.model_name)):
+            checks.append(
+                (
+                    not value or bool(_NAME.fullmatch(value)),
+                    f"{key} {value!r} must be 1-128 letters, digits, '.', '_' or '-', starting "
+                    "with a letter or digit (the model store names versions by it)",
+                )
+            )
+        checks.append(
+            (
+                not self.init_from or bool(_REF.fullmatch(self.init_from)),
+                f"init-from {self.init_from!r} must be MODEL or MODEL:VERSION",
+            )
+        )
         for ok, message in checks:
             if not ok:
                 raise ConfigError(f"Invalid run config: {message}.")
@@ -121,7 +140,11 @@ class RunSettings:
     @property
     def stored_model_name(self) -> str:
         """The model store id this run's versions go under."""
-        return self.model_name or f"{self.dataset}-{self.model}"
+        if self.model_name:
+            return self.model_name
+        # A dataset label may be a path or hold spaces: keep the characters an id allows.
+        derived = re.sub(r"[^A-Za-z0-9._-]+", "-", f"{self.dataset}-{self.model}")
+        return derived.strip("-._")[-128:].lstrip("-._") or "model"
 
     @property
     def alpha(self) -> float | None:

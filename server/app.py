@@ -113,9 +113,9 @@ def run_federation(
         "model": ":".join(map(str, parent)) if parent else None,
         "accuracy": _clean(metrics["accuracy"]) if metrics else None,
         "loss": _clean(metrics["loss"]) if metrics else None,
-        "epsilon": {name: s.reported_epsilon for name, s in sites.items()},
+        "epsilon": {s.site: s.reported_epsilon for s in sites.values()},
         "run_epsilon": {
-            name: s.to_record(settings.accountant)["epsilon"] for name, s in sites.items()
+            s.site: s.to_record(settings.accountant)["epsilon"] for s in sites.values()
         },
     }
     reporter.emit("finished", **summary)

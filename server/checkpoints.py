@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -46,17 +46,20 @@ class SitePrivacy:
     """
 
     site: str
+    node: str = ""
     delta: float = 0.0
     history: list[list[float]] = field(default_factory=list)
     rounds: list[int] = field(default_factory=list)
     reported_epsilon: float = 0.0
-    allow_export: bool = False
+    allow_export: bool | None = None
 
     def add_round(self, server_round: int, metrics: Mapping[str, Any]) -> None:
         self.rounds.append(server_round)
         self.delta = float(metrics.get("delta", self.delta))
         self.reported_epsilon = float(metrics.get("epsilon", 0.0))
-        self.allow_export = bool(metrics.get("allow-export", 0))
+        allowed = bool(metrics.get("allow-export", 0))
+        # Export is allowed only if the site allowed it in every round it contributed to.
+        self.allow_export = allowed if self.allow_export is None else self.allow_export and allowed
         self.history.append(
             [
                 float(metrics.get("noise-multiplier", 0.0)),
@@ -70,19 +73,21 @@ class SitePrivacy:
         epsilon = epsilon_spent(steps, delta=self.delta, accountant=accountant) if steps else 0.0
         return {
             "site": self.site,
+            "node": self.node,
             "epsilon": epsilon,
             "reported-epsilon": self.reported_epsilon,
             "delta": self.delta,
             "rounds": self.rounds,
             "steps": int(sum(s[2] for s in self.history)),
             "history": self.history,
-            "allow-export": self.allow_export,
+            "allow-export": bool(self.allow_export),
         }
 
     @classmethod
     def from_record(cls, record: Mapping[str, Any]) -> SitePrivacy:
         return cls(
             site=str(record["site"]),
+            node=str(record.get("node", "")),
             delta=float(record.get("delta", 0.0)),
             history=[list(h) for h in record.get("history", [])],
             rounds=[int(r) for r in record.get("rounds", [])],
@@ -92,9 +97,21 @@ class SitePrivacy:
 
 
 def record_round(sites: dict[str, SitePrivacy], entry: RoundLog) -> None:
+    """Add a round's accepted replies to each site's record.
+
+    Sites are keyed by the name they report, but a name is bound to the first
+    authenticated node that uses it in this server process: another node reporting the same
+    name gets its own record (``name@node-N``) instead of being merged into it.
+    """
     for reply in entry.sites:
-        name = str(reply["site"])
-        sites.setdefault(name, SitePrivacy(site=name)).add_round(entry.round, reply)
+        name, node = str(reply["site"]), str(reply["node"])
+        key = name
+        known = sites.get(key)
+        if known is not None and known.node and known.node != node:
+            key = f"{name}@node-{node}"
+        record = sites.setdefault(key, SitePrivacy(site=key, node=node))
+        record.node = record.node or node
+        record.add_round(entry.round, reply)
 
 
 def lineage_for(
@@ -151,7 +168,8 @@ def starting_point(
                 )
             arrays = _matching(fresh, store.load_arrays(model_id, last.version), last)
             log.info("Resuming run %s after round %s from %s", run_id, last.round, last.ref)
-            sites = {s["site"]: SitePrivacy.from_record(s) for s in last.sites}
+            # Node ids change when the federation restarts: names re-bind on first use.
+            sites = {s["site"]: replace(SitePrivacy.from_record(s), node="") for s in last.sites}
             return StartingPoint(
                 arrays, (last.round or 0) + 1, (model_id, last.version), True, sites
             )

@@ -34,7 +34,8 @@ def open_database(url: str, *, migrate: bool = True) -> Engine:
     Raises:
         ConfigError: the database cannot be reached or migrated; the message says which.
     """
-    engine = create_engine(url, pool_pre_ping=True)
+    # hide_parameters: a failed statement's message must not carry row values into logs.
+    engine = create_engine(url, pool_pre_ping=True, hide_parameters=True)
     if engine.dialect.name == "sqlite":
         event.listen(engine, "connect", _sqlite_pragmas)
     if migrate:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -169,11 +170,30 @@ class ValidatingFedAvg(FedAvg):
         bad = [k for k, v in metrics.items() if not isinstance(v, int | float)]
         if bad:
             raise UpdateRejected(f"metrics {bad} are not single numbers")
+        _check_privacy_metrics(metrics)
         if list(content.array_records) != [ARRAYS]:
             raise UpdateRejected(
                 f"expected exactly one ArrayRecord {ARRAYS!r}, got {list(content.array_records)}"
             )
         return validate_update(self._reference, content[ARRAYS], max_norm=self.max_update_norm)  # type: ignore[arg-type]
+
+
+_PRIVACY_RULES: dict[str, tuple[str, Any]] = {
+    "epsilon": ("a finite number >= 0", lambda v: math.isfinite(v) and v >= 0),
+    "delta": ("in (0, 1)", lambda v: 0 < v < 1),
+    "noise-multiplier": ("a finite number > 0", lambda v: math.isfinite(v) and v > 0),
+    "sample-rate": ("in (0, 1]", lambda v: 0 < v <= 1),
+    "steps": ("a whole number >= 0", lambda v: float(v).is_integer() and v >= 0),
+}
+
+
+def _check_privacy_metrics(metrics: MetricRecord) -> None:
+    """Every update must say what it cost: the lineage recomputes epsilon from these."""
+    for key, (rule, ok) in _PRIVACY_RULES.items():
+        if key not in metrics:
+            raise UpdateRejected(f"reply lacks the privacy metric {key!r}")
+        if not ok(float(metrics[key])):  # type: ignore[arg-type]
+            raise UpdateRejected(f"privacy metric {key!r} must be {rule}, got {metrics[key]!r}")
 
 
 def weighted_average(

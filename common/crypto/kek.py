@@ -11,10 +11,13 @@ from __future__ import annotations
 
 import base64
 import binascii
+import contextlib
+import fcntl
 import json
 import os
 import stat
 import struct
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -148,13 +151,53 @@ class LocalKeyring(_VersionedKeys):
 
     def __init__(self, path: Path, document: dict[str, Any]):
         self.path = path
-        self._doc = document
+        self._adopt(document)
+
+    def _adopt(self, document: dict[str, Any]) -> None:
         keys, retired = {}, set()
         for entry in document["keys"]:
-            keys[int(entry["version"])] = base64.b64decode(entry["key"], validate=True)
+            version = int(entry["version"])
             if entry.get("retired"):
-                retired.add(int(entry["version"]))
-        super().__init__(keys, int(document["current"]), retired)
+                retired.add(version)
+                continue
+            key = base64.b64decode(entry["key"], validate=True)
+            if len(key) != 32:
+                raise ValueError(f"KEK version {version} is not a 256-bit key")
+            keys[version] = key
+        current = int(document["current"])
+        if current not in keys:
+            raise ValueError(f"current KEK version {current} has no usable key")
+        self._doc = document
+        self._seen = self.path.stat().st_mtime_ns if self.path.exists() else 0
+        super().__init__(keys, current, retired)
+
+    def _refresh(self) -> None:
+        """Pick up a rotation or retirement another process saved since this one loaded."""
+        if self.path.stat().st_mtime_ns != self._seen:
+            self._adopt(LocalKeyring.load(self.path)._doc)
+
+    def current_version(self) -> int:
+        self._refresh()
+        return super().current_version()
+
+    def wrap(self, data_key: bytes, *, context: bytes) -> WrappedKey:
+        self._refresh()
+        return super().wrap(data_key, context=context)
+
+    def unwrap(self, wrapped: WrappedKey, *, context: bytes) -> bytes:
+        self._refresh()
+        return super().unwrap(wrapped, context=context)
+
+    @contextlib.contextmanager
+    def _locked(self) -> Iterator[None]:
+        """Serialize changes across processes, working on the file's newest contents."""
+        with open(self.path.with_name(f".{self.path.name}.lock"), "a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            try:
+                self._adopt(LocalKeyring.load(self.path)._doc)
+                yield
+            finally:
+                fcntl.flock(lock, fcntl.LOCK_UN)
 
     creates_keys = True
 
@@ -214,34 +257,33 @@ class LocalKeyring(_VersionedKeys):
 
     def rotate(self) -> int:
         """Add a new KEK version and make it current; earlier versions stay readable."""
-        version = max(self._keys) + 1
-        self._doc["keys"].append(
-            {"version": version, "key": _new_key_b64(), "created": _now(), "retired": False}
-        )
-        self._doc["current"] = version
-        self._save()
-        self._keys[version] = base64.b64decode(self._doc["keys"][-1]["key"])
-        self._current = version
+        with self._locked():
+            version = max(int(e["version"]) for e in self._doc["keys"]) + 1
+            self._doc["keys"].append(
+                {"version": version, "key": _new_key_b64(), "created": _now(), "retired": False}
+            )
+            self._doc["current"] = version
+            self._save()
         return version
 
     def retire(self, version: int) -> None:
         """Mark a non-current version retired (its key bytes are erased from the file)."""
-        if version == self._current:
-            raise KeyMaterialError(f"KEK version {version} is current; rotate first.")
-        for entry in self._doc["keys"]:
-            if int(entry["version"]) == version:
-                entry["retired"] = True
-                entry["key"] = ""
-                break
-        else:
-            raise KeyMaterialError(f"{self.description} has no KEK version {version}.")
-        self._save()
-        self._retired.add(version)
-        self._keys.pop(version, None)
+        with self._locked():
+            if version == self._current:
+                raise KeyMaterialError(f"KEK version {version} is current; rotate first.")
+            for entry in self._doc["keys"]:
+                if int(entry["version"]) == version:
+                    entry["retired"] = True
+                    entry["key"] = ""
+                    break
+            else:
+                raise KeyMaterialError(f"{self.description} has no KEK version {version}.")
+            self._save()
 
     def _save(self) -> None:
         with atomic_writer(self.path, mode=0o600) as fh:
             fh.write(json.dumps(self._doc, indent=2).encode())
+        self._adopt(self._doc)
 
 
 class EnvKek(_VersionedKeys):

@@ -199,7 +199,7 @@ def decrypt_segments(
         except InvalidTag:
             raise IntegrityError(
                 f"{name}: segment {counter} failed authentication: the object was altered, "
-                "truncated, reordered or moved, or the key is wrong. Nothing was written."
+                "truncated, reordered or moved, or the key is wrong. Discard any output."
             ) from None
         yield plain
         if last:

@@ -132,7 +132,7 @@ class ModelStore:
             self._ready(*lineage.parent)
         row = self._reserve(model_id, lineage=lineage, creator=creator, description=description)
         row.format = fmt
-        version = row.version
+        version, row_id, committed = row.version, row.id, False
         rel = Path(model_id) / f"v{version}-{secrets.token_hex(4)}.fvb"
         path = self.blob_dir / rel
         digest = hashlib.sha256()
@@ -160,20 +160,20 @@ class ModelStore:
             row.kek_version = wrapped.kek_version
             row.wrapped_key = wrapped.sealed
             row.state = VersionState.READY
-            with Session(self.engine) as session:
+            with Session(self.engine, expire_on_commit=False) as session:
                 session.add(row)
                 session.commit()
-                session.refresh(row)
-        except OSError as e:
-            path.unlink(missing_ok=True)
-            self._discard(row)
-            raise StorageError(
-                f"Could not write {model_id}:{version} to {self.blob_dir}: {e.strerror or e}. "
-                "Nothing was stored and earlier versions are intact; free space and retry."
-            ) from e
-        except BaseException:
-            path.unlink(missing_ok=True)
-            self._discard(row)
+                committed = True
+        except BaseException as e:
+            if not committed:  # once the row is ready, its blob must stay
+                path.unlink(missing_ok=True)
+                self._discard(row_id)
+            if isinstance(e, OSError) and not committed:
+                raise StorageError(
+                    f"Could not store {model_id}:{version} in {self.blob_dir}: "
+                    f"{e.strerror or e}. Nothing was stored and earlier versions are intact; "
+                    "check free space and permissions, then retry."
+                ) from e
             raise
         log.info("Stored %s:%d (%d bytes, KEK v%d)", model_id, version, size, row.kek_version)
         return ModelVersionPublic.model_validate(row)
@@ -226,9 +226,9 @@ class ModelStore:
                 return row
         raise ConfigError(f"Could not reserve a version number for {model_id!r}; try again.")
 
-    def _discard(self, row: ModelVersion) -> None:
+    def _discard(self, row_id: int | None) -> None:
         with Session(self.engine) as session:
-            stored = session.get(ModelVersion, row.id)
+            stored = session.get(ModelVersion, row_id)
             if stored is not None and stored.state == VersionState.WRITING:
                 session.delete(stored)
                 session.commit()
@@ -310,20 +310,22 @@ class ModelStore:
     def _read_row(self, row: ModelVersion) -> Iterator[bytes]:
         name = f"{row.model_id}:{row.version}"
         path = self.blob_dir / str(row.blob)
-        try:
-            fh = path.open("rb")
-        except FileNotFoundError:
+        if not path.is_file():
             raise IntegrityError(
                 f"{name}: its encrypted blob {path} is missing. Restore the data directory "
                 "from backup; the database still records the version and its hash."
-            ) from None
+            )
         wrapped = WrappedKey(int(row.kek_version or 0), bytes(row.wrapped_key or b""))
 
         def segments() -> Iterator[bytes]:
             digest = hashlib.sha256()
-            with fh:
+            with path.open("rb") as fh:
                 source = PrefetchReader(fh, chunk=self.segment_size + TAG_SIZE)
-                hasher = BackgroundConsumer(digest.update)
+                try:
+                    hasher = BackgroundConsumer(digest.update)
+                except BaseException:
+                    abandon(source)
+                    raise
                 try:
                     for chunk in open_object(
                         source,  # type: ignore[arg-type]
@@ -424,6 +426,15 @@ class ModelStore:
     def retire_kek(self, version: int) -> None:
         """Retire a KEK version, refusing while any stored version still needs it."""
         in_use = next((s.objects for s in self.kek_status() if s.version == version), 0)
+        with Session(self.engine) as session:
+            writing = session.exec(
+                select(func.count()).where(ModelVersion.state == VersionState.WRITING)
+            ).one()
+        if writing:
+            raise KeyMaterialError(
+                f"{writing} version(s) are being written right now; retire KEK version "
+                f"{version} once they are stored (or, after a crash, once they are cleaned up)."
+            )
         if in_use:
             raise KeyMaterialError(
                 f"KEK version {version} still wraps {in_use} data key(s); run "

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+
 import dp_accounting
 import pytest
 from flwr.app import MessageType, RecordDict
@@ -11,7 +13,12 @@ from fedvault.common.protocol import ReplyError
 from fedvault.common.run_config import RunSettings
 from tests.conftest import site_context, train_message
 
-NODE = {"partition-id": 0, "num-partitions": 3, "site-name": "hospital-a"}
+NODE = {
+    "partition-id": 0,
+    "num-partitions": 3,
+    "site-name": "hospital-a",
+    "insecure-no-ledger": True,
+}
 
 
 def independent_epsilon(history, delta):
@@ -64,23 +71,29 @@ def test_same_seed_same_update(fast_settings):
     assert not all((wa[k] == wc[k]).all() for k in wa)
 
 
-def test_missing_data_file_is_an_error_reply_naming_the_file(fast_settings, tmp_path):
-    node = {"data-path": str(tmp_path / "records.csv")}
-    reply = app(train_message(fast_settings, 1), site_context(fast_settings, node))
+def test_missing_data_file_is_an_error_reply_and_named_in_the_site_log(
+    fast_settings, tmp_path, caplog
+):
+    node = {"data-path": str(tmp_path / "records.csv"), "insecure-no-ledger": True}
+    with caplog.at_level(logging.ERROR, logger="fedvault.client"):
+        reply = app(train_message(fast_settings, 1), site_context(fast_settings, node))
     assert reply.has_error()
     assert reply.error.code == ReplyError.DATA
-    assert "records.csv does not exist" in reply.error.reason
+    assert "site's log has the details" in reply.error.reason
+    assert "records.csv" not in reply.error.reason, "local paths stay at the site"
+    assert "records.csv does not exist" in caplog.text
     assert "Traceback" not in reply.error.reason
 
 
-def test_data_that_does_not_fit_the_model_is_refused(fast_settings, tmp_path):
+def test_data_that_does_not_fit_the_model_is_refused(fast_settings, tmp_path, caplog):
     csv = tmp_path / "site.csv"
     csv.write_text("a,b,label\n1,2,0\n3,4,1\n")
-    reply = app(
-        train_message(fast_settings, 1), site_context(fast_settings, {"data-path": str(csv)})
-    )
+    node = {"data-path": str(csv), "insecure-no-ledger": True}
+    with caplog.at_level(logging.ERROR, logger="fedvault.client"):
+        reply = app(train_message(fast_settings, 1), site_context(fast_settings, node))
     assert reply.error.code == ReplyError.DATA
-    assert "expects (1, 8, 8)" in reply.error.reason
+    assert "a,b" not in reply.error.reason
+    assert "expects (1, 8, 8)" in caplog.text
 
 
 def test_invalid_privacy_config_is_refused_before_training(fast_settings):
@@ -121,7 +134,14 @@ def test_tabular_site_csv_trains(tmp_path):
         target_epsilon=3.0,
         accountant="rdp",
     )
-    node = {"data-path": str(csv), "label-column": "diagnosis"}
+    node = {"data-path": str(csv), "label-column": "diagnosis", "insecure-no-ledger": True}
     reply = app(train_message(settings, 1), site_context(settings, node))
     assert not reply.has_error(), reply.error.reason
     assert reply.content["metrics"]["num-examples"] == pytest.approx(0.8 * 569, abs=2)
+
+
+def test_a_supernode_without_a_site_directory_is_refused(fast_settings):
+    node = {"partition-id": 0, "num-partitions": 3}
+    reply = app(train_message(fast_settings, 1), site_context(fast_settings, node))
+    assert reply.error.code == ReplyError.CONFIG
+    assert "fedvault site run" in reply.error.reason

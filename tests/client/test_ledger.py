@@ -35,6 +35,7 @@ def _reserve(
         accountant="rdp",
         max_run_epsilon=run_limit,
         max_total_epsilon=total_limit,
+        budget_delta=DELTA,
     )
 
 
@@ -49,7 +50,7 @@ def test_each_round_is_recorded_and_epsilon_composes(tmp_path: Path) -> None:
         epsilon_spent([STEP, STEP], delta=DELTA, accountant="rdp")
     )
     assert ledger.run_noise("ds", "run-a") == 1.0
-    [status] = ledger.status(accountant="rdp")
+    [status] = ledger.status(budget_delta=DELTA)
     assert (status.dataset, status.runs, status.rounds, status.refusals) == ("ds", 1, 2, 0)
 
 
@@ -81,10 +82,10 @@ def test_a_round_past_the_run_limit_is_refused_and_recorded(tmp_path: Path) -> N
         _reserve(ledger, 2, run_limit=one * 1.05)
     # Another run on the same dataset still has its own per-run allowance.
     ledger.commit(_reserve(ledger, 1, run="run-b", run_limit=one * 1.05))
-    [status] = ledger.status(accountant="rdp")
+    [status] = ledger.status(budget_delta=DELTA)
     assert (status.rounds, status.refusals) == (2, 1)
     _, refusals = ledger.recent()
-    assert "per-run limit" in refusals[0][4]
+    assert "per-run limit" in refusals[0][-1]
 
 
 def test_the_dataset_budget_spans_runs_and_restarts(tmp_path: Path) -> None:

@@ -53,3 +53,26 @@ def test_model_io_for_bundled_and_custom_data():
         RunSettings(dataset="/data/site.csv").model_io()
     with pytest.raises(ConfigError, match="comma-separated integers"):
         RunSettings(dataset="x.csv", input_shape="a,b", num_classes=2).model_io()
+
+
+@pytest.mark.parametrize(
+    ("key", "value"),
+    [
+        ("run-name", "my run"),
+        ("run-name", "x" * 129),
+        ("model-name", "../etc"),
+        ("init-from", "model:0"),
+        ("init-from", "model:abc"),
+    ],
+)
+def test_names_the_model_store_uses_are_checked_before_any_training(key, value):
+    with pytest.raises(ConfigError, match=key):
+        RunSettings.from_run_config({key: value})
+
+
+def test_a_dataset_label_that_is_a_path_still_names_a_valid_model():
+    custom = RunSettings(
+        dataset="/data/patients v2.csv", input_shape="30", num_classes=2, model="mlp"
+    )
+    assert custom.stored_model_name == "data-patients-v2.csv-mlp"
+    assert RunSettings(model_name="pv2").stored_model_name == "pv2"

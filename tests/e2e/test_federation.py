@@ -64,9 +64,18 @@ def outcome(tmp_path_factory) -> Outcome:
         for site in (0, 1):
             fed.register(site)
             fed.start_site(
-                site, {"partition-id": site, "num-partitions": 2, "site-name": f"site-{site}"}
+                site,
+                {
+                    "partition-id": site,
+                    "num-partitions": 2,
+                    "site-name": f"site-{site}",
+                    "site-dir": str(workspace.site_dir(site)),
+                },
             )
-        intruder = fed.start_site(2, {"partition-id": 0, "num-partitions": 2})  # never registered
+        # Never registered:
+        intruder = fed.start_site(
+            2, {"partition-id": 0, "num-partitions": 2, "site-dir": str(workspace.site_dir(2))}
+        )
         fed.wait_online(2)
         pids = _descendants([fed.superlink.process.pid, *(p.pid for p in fed.supernodes.values())])
         report = root / "report.jsonl"

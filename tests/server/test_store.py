@@ -279,3 +279,30 @@ def test_a_writer_killed_mid_write_loses_nothing_already_stored(
     assert _read(store) == b"kept"
     assert _put(store, b"after") >= 2
     assert _read(store) == b"after"
+
+
+def test_a_long_lived_store_follows_rotation_done_elsewhere(store: ModelStore) -> None:
+    """A ServerApp opened the store before an admin rotated and retired: nothing is lost."""
+    _put(store, b"before")
+    admin = ModelStore(
+        engine=store.engine,
+        blob_dir=store.blob_dir,
+        kek=LocalKeyring.load(store.kek.path),  # type: ignore[attr-defined]
+    )
+    assert admin.rotate_kek() == (2, 1)
+    admin.retire_kek(1)
+    version = _put(store, b"after")  # the old handle wraps under the new current key
+    assert store.get("digits-cnn", version).model_dump()["version"] == version
+    assert _read(admin, version=version) == b"after"
+    assert _read(admin, version=1) == b"before"
+
+
+def test_two_stale_keyrings_rotating_keep_every_key(store: ModelStore) -> None:
+    path = store.kek.path  # type: ignore[attr-defined]
+    first, second = LocalKeyring.load(path), LocalKeyring.load(path)
+    assert first.rotate() == 2
+    assert second.rotate() == 3  # saw version 2 under the lock, did not overwrite it
+    merged = LocalKeyring.load(path)
+    assert [v.version for v in merged.versions()] == [1, 2, 3]
+    _put(store, b"x")
+    assert _read(store) == b"x"

@@ -19,12 +19,21 @@ def _strategy():
     return s
 
 
-def _reply(w, *, n=10, name="site", node=1, eps=1.0):
+def _reply(w, *, n=10, name="site", node=1, eps=1.0, extra=None):
     content = RecordDict(
         {
             "arrays": ArrayRecord({"w": Array(np.asarray(w, dtype=np.float32))}),
             "metrics": MetricRecord(
-                {"num-examples": n, "train-loss": 0.5, "epsilon": eps, "delta": 1e-5}
+                {
+                    "num-examples": n,
+                    "train-loss": 0.5,
+                    "epsilon": eps,
+                    "delta": 1e-5,
+                    "noise-multiplier": 1.1,
+                    "sample-rate": 0.1,
+                    "steps": 30,
+                }
+                | (extra or {})
             ),
             "site": ConfigRecord({"name": name}),
         }
@@ -105,3 +114,20 @@ def test_site_metrics_report_worst_case_epsilon():
     out = aggregate_site_metrics(recs, "num-examples")
     assert out["max-epsilon"] == 3.0
     assert out["train-loss"] == pytest.approx(0.5)
+
+
+@pytest.mark.parametrize(
+    ("extra", "reason"),
+    [
+        ({"delta": 0.0}, "'delta' must be in (0, 1)"),
+        ({"sample-rate": 5.0}, "'sample-rate' must be in (0, 1]"),
+        ({"steps": -10}, "'steps' must be a whole number"),
+        ({"noise-multiplier": 0.0}, "'noise-multiplier' must be a finite number > 0"),
+        ({"epsilon": float("nan")}, "'epsilon' must be a finite number"),
+    ],
+)
+def test_updates_with_impossible_privacy_figures_are_dropped(extra, reason):
+    strategy = _strategy()
+    arrays, _ = strategy.aggregate_train(1, [_reply([1, 1, 1, 1], extra=extra)])
+    assert arrays is None
+    assert reason in strategy.rounds[1].rejected[0]["reason"]
