@@ -44,7 +44,7 @@ class SitePolicy:
     max_delta: float = 1e-3
     min_noise_multiplier: float = 0.5
     max_rounds_per_run: int = 100
-    allowed_models: tuple[str, ...] = ("mlp", "cnn")
+    allowed_models: tuple[str, ...] = ("mlp", "cnn", "linear")
     allowed_projects: tuple[str, ...] = ("*",)
     allow_export: bool = False
 
