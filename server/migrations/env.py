@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from alembic import context
 
+from fedvault.server.audit import tables as audit_tables  # noqa: F401  (registers tables)
 from fedvault.server.store import tables  # noqa: F401  (registers the tables' metadata)
 from fedvault.server.store.tables import metadata
 

@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import json
+from contextlib import AbstractContextManager
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
 from fedvault.common.errors import ConfigError
+from fedvault.server.audit.service import audited_local_action
 from fedvault.server.datadir import init_data_dir, open_store
 from fedvault.server.settings import DATA_DIR_ENV, DEFAULT_DATA_DIR, ServerSettings
 from fedvault.server.store.service import ModelStore, parse_ref
@@ -40,14 +42,35 @@ DatabaseUrl = Annotated[
 models_app = typer.Typer(
     help="Stored models: list them, show lineage and metrics, decrypt one to a file.",
     no_args_is_help=True,
+    rich_markup_mode="markdown",
 )
 keys_app = typer.Typer(
-    help="Key-encryption keys: create, inspect, rotate and retire.", no_args_is_help=True
+    help="Key-encryption keys: create, inspect, rotate and retire.",
+    no_args_is_help=True,
+    rich_markup_mode="markdown",
 )
 
 
 def _store(data_dir: Path, database_url: str | None) -> ModelStore:
     return open_store(ServerSettings(data_dir=data_dir, database_url=database_url))
+
+
+def _audited(
+    data_dir: Path,
+    database_url: str | None,
+    action: str,
+    resource_type: str,
+    resource_id: str,
+    **details: Any,
+) -> AbstractContextManager[None]:
+    """Record a local user's action in the audit log before it runs (see fedvault.server.audit)."""
+    return audited_local_action(
+        ServerSettings(data_dir=data_dir, database_url=database_url),
+        action=action,
+        resource_type=resource_type,
+        resource_id=resource_id,
+        details=details,
+    )
 
 
 def _eps(version: ModelVersionPublic) -> str:
@@ -134,7 +157,11 @@ def pull(
     model_id, version = parse_ref(ref)
     if output.exists() and not force:
         raise ConfigError(f"{output} exists; pass --force to overwrite it.")
-    v = _store(data_dir, database_url).pull(model_id, version, output)
+    store = _store(data_dir, database_url)
+    target = store.get(model_id, version)
+    # Audit: the download is on record before a byte is decrypted.
+    with _audited(data_dir, database_url, "model.pull", "model", target.ref, sha256=target.sha256):
+        v = store.pull(model_id, target.version, output)
     console.print(f"Wrote {v.ref} to [cyan]{output}[/] ({v.size} bytes, SHA-256 verified).")
 
 
@@ -168,7 +195,10 @@ def rotate(
     ] = False,
 ) -> None:
     """Make a new KEK version current and re-wrap every data key (no blob is rewritten)."""
-    current, count = _store(data_dir, database_url).rotate_kek(new_version=not rewrap_only)
+    store = _store(data_dir, database_url)
+    was = store.kek.current_version()
+    with _audited(data_dir, database_url, "key.rotate", "kek", f"v{was}", rewrap_only=rewrap_only):
+        current, count = store.rotate_kek(new_version=not rewrap_only)
     console.print(f"KEK version {current} is current; re-wrapped {count} data key(s).")
 
 
@@ -179,5 +209,7 @@ def retire(
     database_url: DatabaseUrl = None,
 ) -> None:
     """Erase an old KEK version; refused while any stored version still needs it."""
-    _store(data_dir, database_url).retire_kek(version)
+    store = _store(data_dir, database_url)
+    with _audited(data_dir, database_url, "key.retire", "kek", f"v{version}"):
+        store.retire_kek(version)
     console.print(f"KEK version {version} retired.")
