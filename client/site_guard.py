@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
-import os
 import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -18,7 +18,8 @@ from fedvault.client.policy import POLICY_FILE, SitePolicy
 from fedvault.client.run_privacy import RunPrivacy
 from fedvault.client.site_data import SiteData
 from fedvault.client.training import steps_per_epoch
-from fedvault.common.errors import ConfigError, FedvaultError
+from fedvault.common.errors import ConfigError, FedvaultError, KeyMaterialError
+from fedvault.common.files import create_private, read_private
 from fedvault.common.privacy import PrivacyStep
 from fedvault.common.run_config import RunSettings
 
@@ -43,16 +44,10 @@ class Site:
 def site_secret(directory: Path) -> bytes:
     """The site's key for sampling and noise randomness (created 0600 on first use)."""
     path = directory / NOISE_KEY_FILE
-    try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:
-        pass
-    else:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(secrets.token_bytes(32))
-            fh.flush()
-            os.fsync(fh.fileno())
-    secret = path.read_bytes()
+    if not path.exists():
+        with contextlib.suppress(KeyMaterialError):  # another process made it first: use that
+            create_private(path, secrets.token_bytes(32), what="A noise key")
+    secret = read_private(path, what="noise key", create_hint="`fedvault site init` makes one.")
     if len(secret) != 32:
         raise ConfigError(f"{path} must hold 32 random bytes; delete it to make a new one.")
     return secret

@@ -15,7 +15,6 @@ import contextlib
 import fcntl
 import json
 import os
-import stat
 import struct
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -27,7 +26,7 @@ from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from fedvault.common.errors import IntegrityError, KeyMaterialError
-from fedvault.common.files import atomic_writer
+from fedvault.common.files import atomic_writer, create_private, read_private
 
 __all__ = [
     "ENV_KEK",
@@ -213,36 +212,17 @@ class LocalKeyring(_VersionedKeys):
             "current": 1,
             "keys": [{"version": 1, "key": _new_key_b64(), "created": _now(), "retired": False}],
         }
-        try:
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        except FileExistsError:
-            raise KeyMaterialError(
-                f"A keyring already exists at {path}; it was left untouched."
-            ) from None
-        with os.fdopen(fd, "w") as fh:
-            json.dump(doc, fh, indent=2)
-            fh.flush()
-            os.fsync(fh.fileno())
+        create_private(path, json.dumps(doc, indent=2).encode(), what="A keyring")
         return cls(path, doc)
 
     @classmethod
     def load(cls, path: Path) -> LocalKeyring:
         """Load a keyring, refusing one that anyone but its owner can read or write."""
+        raw = read_private(
+            path, what="keyring", create_hint="Create one with `fedvault keys init`."
+        )
         try:
-            mode = path.stat().st_mode
-        except FileNotFoundError:
-            raise KeyMaterialError(
-                f"No keyring at {path}. Create one with `fedvault server init` "
-                f"or `fedvault keys init`."
-            ) from None
-        if mode & (stat.S_IRWXG | stat.S_IRWXO):
-            raise KeyMaterialError(
-                f"The keyring {path} is readable or writable by others "
-                f"(mode {stat.filemode(mode)}); refusing to use it. Run `chmod 600 {path}` "
-                "and consider the keys in it exposed: rotate them."
-            )
-        try:
-            doc = json.loads(path.read_text())
+            doc = json.loads(raw)
             if doc.get("format") != _KEYRING_FORMAT:
                 raise ValueError(f"format is {doc.get('format')!r}")
             return cls(path, doc)

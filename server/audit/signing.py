@@ -5,8 +5,6 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
-import os
-import stat
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -15,6 +13,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from fedvault.common.errors import ConfigError, KeyMaterialError
+from fedvault.common.files import create_private, read_private
 
 __all__ = ["KEY_FILE", "KEY_NAME", "Checkpoint", "PublicKey", "SigningKey"]
 
@@ -157,35 +156,17 @@ class SigningKey:
             serialization.PrivateFormat.PKCS8,
             serialization.NoEncryption(),
         )
-        try:
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        except FileExistsError:
-            raise KeyMaterialError(
-                f"An audit signing key already exists at {path}; it was left untouched."
-            ) from None
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(pem)
-            fh.flush()
-            os.fsync(fh.fileno())
+        create_private(path, pem, what="An audit signing key")
         return cls(key, path)
 
     @classmethod
     def load(cls, path: Path) -> SigningKey:
         """Load the key, refusing a file that anyone but its owner can read or write."""
+        raw = read_private(
+            path, what="audit signing key", create_hint="`fedvault keys init` creates one."
+        )
         try:
-            mode = path.stat().st_mode
-        except FileNotFoundError:
-            raise KeyMaterialError(
-                f"No audit signing key at {path}. `fedvault keys init` creates one."
-            ) from None
-        if mode & (stat.S_IRWXG | stat.S_IRWXO):
-            raise KeyMaterialError(
-                f"The audit signing key {path} is readable or writable by others "
-                f"(mode {stat.filemode(mode)}); refusing to use it. Run `chmod 600 {path}` "
-                "and treat the key as exposed."
-            )
-        try:
-            key = serialization.load_pem_private_key(path.read_bytes(), password=None)
+            key = serialization.load_pem_private_key(raw, password=None)
         except (ValueError, TypeError, UnsupportedAlgorithm) as e:
             raise KeyMaterialError(f"The audit signing key {path} is not readable: {e}") from e
         if not isinstance(key, Ed25519PrivateKey):
