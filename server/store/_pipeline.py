@@ -101,38 +101,6 @@ class PrefetchReader(_Worker):
         self._check()
 
 
-class SyncingWriter(_Worker):
-    """Writes to ``fh`` in a thread, flushing to disk every ``sync_every`` bytes.
-
-    Flushing as it goes keeps the final fsync short: the disk works while the caller encrypts.
-    """
-
-    def __init__(self, fh: BinaryIO, *, sync_every: int = 64 << 20, depth: int = 4):
-        self._fh, self._sync_every = fh, sync_every
-        super().__init__(depth)
-
-    def _run(self) -> None:
-        unsynced = 0
-        while (item := self._queue.get()) is not _DONE:
-            self._fh.write(item)
-            unsynced += len(item)
-            if unsynced >= self._sync_every:
-                self._fh.flush()
-                os.fdatasync(self._fh.fileno())
-                unsynced = 0
-
-    def write(self, data: bytes) -> None:
-        self._check()
-        self._queue.put(data)
-
-    def close(self) -> None:
-        """Wait for every queued write; re-raise the first write error."""
-        if self._error is None:
-            self._queue.put(_DONE)
-        self._thread.join()
-        self._check()
-
-
 class BackgroundConsumer(_Worker):
     """Calls ``consume`` on each chunk in a thread (e.g. a hash's ``update``)."""
 
@@ -149,10 +117,32 @@ class BackgroundConsumer(_Worker):
         self._queue.put(data)
 
     def close(self) -> None:
+        """Wait for every queued chunk; re-raise the first error ``consume`` raised."""
         if self._error is None:
             self._queue.put(_DONE)
         self._thread.join()
         self._check()
+
+
+class SyncingWriter(BackgroundConsumer):
+    """Writes to ``fh`` in a thread, flushing to disk every ``sync_every`` bytes.
+
+    Flushing as it goes keeps the final fsync short: the disk works while the caller encrypts.
+    """
+
+    def __init__(self, fh: BinaryIO, *, sync_every: int = 64 << 20, depth: int = 4):
+        self._fh, self._sync_every, self._unsynced = fh, sync_every, 0
+        super().__init__(self._write_chunk, depth=depth)
+
+    def _write_chunk(self, data: bytes) -> None:
+        self._fh.write(data)
+        self._unsynced += len(data)
+        if self._unsynced >= self._sync_every:
+            self._fh.flush()
+            os.fdatasync(self._fh.fileno())
+            self._unsynced = 0
+
+    write = BackgroundConsumer.feed
 
 
 def close_all(*workers: PrefetchReader | SyncingWriter | BackgroundConsumer) -> None:
