@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 __all__ = [
+    "AlreadyExists",
+    "AuthenticationFailed",
     "ConfigError",
     "DataError",
     "FederationError",
@@ -10,10 +12,12 @@ __all__ = [
     "IntegrityError",
     "KeyMaterialError",
     "NotFound",
+    "PolicyDenied",
     "PolicyRefused",
     "PrivacyBudgetExceeded",
     "PrivacyConfigError",
     "ProcessError",
+    "RateLimited",
     "StorageError",
     "UpdateRejected",
 ]
@@ -72,3 +76,27 @@ class PolicyRefused(FedvaultError):
 
 class PrivacyBudgetExceeded(PolicyRefused):
     """Training this round would take a site past one of its epsilon limits."""
+
+
+class AuthenticationFailed(FedvaultError):
+    """No credentials, or credentials that do not identify an active principal.
+
+    One message for every cause (unknown, wrong, expired, revoked), so an answer never tells
+    an attacker which tokens exist.
+    """
+
+
+class PolicyDenied(FedvaultError):
+    """The access policies do not permit this principal this action on this resource."""
+
+
+class AlreadyExists(FedvaultError, ValueError):
+    """An object with this name or key exists already."""
+
+
+class RateLimited(FedvaultError):
+    """Too many attempts from one source; ``retry_after`` says when to try again (seconds)."""
+
+    def __init__(self, message: str, *, retry_after: int):
+        super().__init__(message)
+        self.retry_after = retry_after

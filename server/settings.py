@@ -6,7 +6,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from fedvault.common.errors import ConfigError
@@ -37,6 +37,34 @@ class ServerSettings(BaseSettings):
     kek_provider: Literal["keyring", "env"] = Field(
         default="keyring",
         description="Where key-encryption keys live: the data dir's keyring file, or FEDVAULT_KEK.",
+    )
+
+    # -- the admin plane (fedvault server start) ----------------------------------------
+    mode: Literal["production", "test"] = Field(
+        default="production",
+        description="'test' allows plain HTTP and other unsafe shortcuts, and says so loudly.",
+    )
+    api_host: str = Field(default="127.0.0.1", description="Where the admin API listens.")
+    api_port: int = Field(default=8443, ge=1, le=65535)
+    fleet_host: str = Field(
+        default="0.0.0.0",  # noqa: S104 -- sites connect from other machines; TLS + node auth
+        description="Where sites connect: the fleet gateway passes only /v1/fleet/* on.",
+    )
+    fleet_port: int = Field(default=9092, ge=1, le=65535)
+    superlink_port: int = Field(
+        default=9093, ge=1, le=65535, description="The SuperLink's own port, on loopback only."
+    )
+    federation_address: str | None = Field(
+        default=None,
+        description="host:port of the SuperLink's Control API (loopback); set by the supervisor.",
+    )
+    token_pepper: SecretStr | None = Field(
+        default=None,
+        description="Base64 key for API token digests; defaults to the data dir's pepper file.",
+    )
+    max_body_bytes: int = Field(default=1 << 20, ge=1024, description="Largest request body.")
+    auth_failures_per_minute: int = Field(
+        default=10, ge=1, description="Failed logins per source address before answering 429."
     )
 
     def require_data_dir(self) -> Path:

@@ -5,6 +5,9 @@ from __future__ import annotations
 from alembic import context
 
 from fedvault.server.audit import tables as audit_tables  # noqa: F401  (registers tables)
+from fedvault.server.authz import tables as authz_tables  # noqa: F401
+from fedvault.server.identity import tables as identity_tables  # noqa: F401
+from fedvault.server.runs import tables as run_tables  # noqa: F401
 from fedvault.server.store import tables  # noqa: F401  (registers the tables' metadata)
 from fedvault.server.store.tables import metadata
 

@@ -1,0 +1,1 @@
+"""The admin API: FastAPI routes over the model store, audit log, identity and federation."""

@@ -1,0 +1,1 @@
+"""Authorization: Cedar policies decide every admin API action."""

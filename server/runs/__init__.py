@@ -1,0 +1,1 @@
+"""Runs submitted through the admin API and started on the Flower SuperLink."""
