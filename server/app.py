@@ -103,7 +103,11 @@ def run_federation(
                 parent=parent,
             )
             stored = store.put_arrays(
-                settings.stored_model_name, to_numpy(arrays), lineage=lineage, creator=run_id
+                settings.stored_model_name,
+                to_numpy(arrays),
+                lineage=lineage,
+                creator=run_id,
+                project=settings.project,
             )
             parent = (stored.model_id, stored.version)
             reporter.emit("stored", round=server_round, model=stored.ref, sha256=stored.sha256)

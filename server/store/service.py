@@ -120,17 +120,21 @@ class ModelStore:
         creator: str,
         description: str = "",
         fmt: str = "safetensors",
+        project: str | None = None,
     ) -> ModelVersionPublic:
         """Store ``source`` as the next version of ``model_id`` (created if new).
 
         The version number is reserved first (state ``writing``, invisible to readers); the
         blob is written to a temporary file, fsynced and renamed; only then does the row
         become ``ready``. A crash or error at any point leaves no visible version.
+        A new model is created in ``project``; an existing one must belong to it.
         """
         _check_model_id(model_id)
         if lineage.parent is not None:
             self._ready(*lineage.parent)
-        row = self._reserve(model_id, lineage=lineage, creator=creator, description=description)
+        row = self._reserve(
+            model_id, lineage=lineage, creator=creator, description=description, project=project
+        )
         row.format = fmt
         version, row_id, committed = row.version, row.id, False
         rel = Path(model_id) / f"v{version}-{secrets.token_hex(4)}.fvb"
@@ -179,26 +183,48 @@ class ModelStore:
         return ModelVersionPublic.model_validate(row)
 
     def put_arrays(
-        self, model_id: str, arrays: Mapping[str, np.ndarray], *, lineage: Lineage, creator: str
+        self,
+        model_id: str,
+        arrays: Mapping[str, np.ndarray],
+        *,
+        lineage: Lineage,
+        creator: str,
+        project: str | None = None,
     ) -> ModelVersionPublic:
         """Store named weight arrays (safetensors) as the next version of ``model_id``."""
-        return self.put(
-            model_id, io.BytesIO(arrays_to_bytes(arrays)), lineage=lineage, creator=creator
-        )
+        data = io.BytesIO(arrays_to_bytes(arrays))
+        return self.put(model_id, data, lineage=lineage, creator=creator, project=project)
 
     def _reserve(
-        self, model_id: str, *, lineage: Lineage, creator: str, description: str
+        self,
+        model_id: str,
+        *,
+        lineage: Lineage,
+        creator: str,
+        description: str,
+        project: str | None,
     ) -> ModelVersion:
         for _ in range(_VERSION_RETRIES):
             with Session(self.engine) as session:
-                if session.get(ModelRecord, model_id) is None:
+                record = session.get(ModelRecord, model_id)
+                if record is None:
                     session.add(
-                        ModelRecord(id=model_id, description=description, created_by=creator)
+                        ModelRecord(
+                            id=model_id,
+                            description=description,
+                            created_by=creator,
+                            project=project,
+                        )
                     )
                     try:
                         session.commit()
                     except SQLIntegrityError:
                         session.rollback()  # created concurrently; fine
+                elif project is not None and record.project not in (None, project):
+                    raise ConfigError(
+                        f"The model {model_id!r} belongs to project {record.project!r}, not "
+                        f"{project!r}; give this run another model-name."
+                    )
                 newest = session.exec(
                     select(func.max(ModelVersion.version)).where(ModelVersion.model_id == model_id)
                 ).one()

@@ -81,6 +81,17 @@ def test_arrays_round_trip_and_parent_lineage(store: ModelStore) -> None:
         store.put_arrays("x", arrays, lineage=Lineage(parent=("base", 7)), creator="t")
 
 
+def test_a_model_stays_in_the_project_that_created_it(store: ModelStore) -> None:
+    """Another project's run cannot append versions to a model it does not own."""
+    arrays = {"w": np.ones((2, 2), dtype=np.float32)}
+    store.put_arrays("shared", arrays, lineage=Lineage(), creator="t", project="oncology")
+    store.put_arrays("shared", arrays, lineage=Lineage(), creator="t", project="oncology")
+    with pytest.raises(ConfigError, match="belongs to project 'oncology'"):
+        store.put_arrays("shared", arrays, lineage=Lineage(), creator="t", project="cardiology")
+    assert [v.version for v in store.versions("shared")] == [1, 2]
+    assert store.list_models()[0][0].project == "oncology"
+
+
 def test_unknown_models_versions_and_bad_refs_are_clear_errors(store: ModelStore) -> None:
     _put(store, b"abc")
     with pytest.raises(NotFound, match="digits-cnn:9"):
