@@ -28,10 +28,9 @@ _ROLES = ", ".join(r.value for r in Role)
 
 
 def _check_role(role: object) -> Role:
-    try:
+    if isinstance(role, str) and role in Role.__members__.values():
         return Role(role)
-    except ValueError:
-        raise ConfigError(f"{role!r} is not a role; use one of: {_ROLES}.") from None
+    raise ConfigError(f"{role!r} is not a role; use one of: {_ROLES}.")
 
 
 def _check_user_site(session: Session, role: Role, site_id: str | None) -> None:

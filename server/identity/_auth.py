@@ -49,11 +49,10 @@ _LAST_USED_RESOLUTION = timedelta(minutes=1)
 
 
 def _check_principal_type(value: object) -> PrincipalType:
-    try:
+    if isinstance(value, str) and value in PrincipalType.__members__.values():
         return PrincipalType(value)
-    except ValueError:
-        allowed = ", ".join(p.value for p in PrincipalType)
-        raise ConfigError(f"{value!r} is not a principal type; use one of: {allowed}.") from None
+    allowed = ", ".join(p.value for p in PrincipalType)
+    raise ConfigError(f"{value!r} is not a principal type; use one of: {allowed}.")
 
 
 def issue_token(
@@ -179,6 +178,17 @@ def authenticate(
         AuthenticationFailed: with the same message whether the token is malformed,
             unknown, expired or revoked, or its user is disabled or its site revoked.
     """
+    return authenticate_until(session, token=token, pepper=pepper, now=now)[0]
+
+
+def authenticate_until(
+    session: Session, *, token: str, pepper: bytes, now: datetime | None = None
+) -> tuple[Principal, datetime | None]:
+    """``authenticate``, also returning when the token expires (None: never).
+
+    Raises:
+        AuthenticationFailed: as ``authenticate``.
+    """
     if not well_formed(token):
         raise AuthenticationFailed(AUTH_FAILED_MESSAGE)
     now = as_utc(now) or utcnow()
@@ -200,7 +210,7 @@ def authenticate(
         row.last_used_at = now
         session.add(row)
         session.commit()
-    return principal
+    return principal, expires_at
 
 
 def bootstrap_admin(session: Session, *, pepper: bytes, user_id: str = "admin") -> str | None:

@@ -128,6 +128,8 @@ def set_site_node(session: Session, *, site_id: str, node_id: int | None) -> Sit
     site = get_site(session, site_id)
     if node_id is not None and (isinstance(node_id, bool) or not isinstance(node_id, int)):
         raise ConfigError(f"A node id is a whole number, not {node_id!r}.")
+    if node_id is not None and not 0 <= node_id < 1 << 64:
+        raise ConfigError(f"A node id is an unsigned 64-bit integer, not {node_id}.")
     site.node_id = node_id
     session.add(site)
     session.commit()

@@ -17,6 +17,7 @@ from fedvault.server.identity._accounts import (
 from fedvault.server.identity._auth import (
     AUTH_FAILED_MESSAGE,
     authenticate,
+    authenticate_until,
     bootstrap_admin,
     get_token,
     issue_token,
@@ -58,6 +59,7 @@ __all__ = [
     "list_tokens",
     "revoke_token",
     "authenticate",
+    "authenticate_until",
     "bootstrap_admin",
     "AUTH_FAILED_MESSAGE",
     # identifiers

@@ -6,9 +6,10 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import BigInteger, Column, DateTime, Text
+from sqlalchemy import Column, DateTime, Text
 from sqlmodel import Field, SQLModel
 
+from fedvault.server.sqltypes import Uint64
 from fedvault.server.store.tables import utcnow
 
 __all__ = [
@@ -95,7 +96,7 @@ class Site(SQLModel, table=True):
     description: str = Field(default="", max_length=1000)
     public_key: str = Field(sa_column=Column(Text, nullable=False))  # OpenSSH, one line
     fingerprint: str = Field(max_length=128, unique=True)  # SHA256:... of the public key
-    node_id: int | None = Field(default=None, sa_column=Column(BigInteger, nullable=True))
+    node_id: int | None = Field(default=None, sa_column=Column(Uint64, nullable=True))
     status: str = Field(default=SiteStatus.REGISTERED, max_length=16)
     created_by: str = Field(max_length=64)
     created_at: datetime = _when()

@@ -6,9 +6,10 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import JSON, BigInteger, Column, DateTime, Text
+from sqlalchemy import JSON, Column, DateTime, Text
 from sqlmodel import Field, SQLModel
 
+from fedvault.server.sqltypes import Uint64
 from fedvault.server.store.tables import utcnow
 
 __all__ = ["RunRecord", "RunState"]
@@ -30,7 +31,7 @@ class RunRecord(SQLModel, table=True):
     id: str = Field(primary_key=True, max_length=32)
     project: str = Field(foreign_key="projects.id", max_length=64, index=True)
     name: str = Field(max_length=128)
-    flower_run_id: int | None = Field(default=None, sa_column=Column(BigInteger, nullable=True))
+    flower_run_id: int | None = Field(default=None, sa_column=Column(Uint64, nullable=True))
     state: str = Field(default=RunState.SUBMITTED, max_length=16)
     details: str = Field(default="", sa_column=Column(Text, nullable=False, default=""))
     config: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON))

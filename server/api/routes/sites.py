@@ -149,7 +149,7 @@ def register_site(
         federation.unregister_node(node_id)  # enrolled but not recorded: undo the enrollment
         _forget(session, site)
         raise
-    audit_note(request, node_id=node_id)
+    audit_note(request, node_id=str(node_id))  # may exceed 2**53: JSON-safe as text
     return _public(site, {node_id: "registered"})
 
 
@@ -194,6 +194,6 @@ def revoke_site(
         federation = services.require_federation()
         if site.node_id is not None:
             federation.unregister_node(site.node_id)
-        audit_note(request, node_id=site.node_id)
+        audit_note(request, node_id=None if site.node_id is None else str(site.node_id))
         site = identity.revoke_site(session, site_id=site_id, by=principal.id)
     return _public(site, None)

@@ -24,7 +24,8 @@ class FakeFederation:
         self.statuses: dict[int, RunStatus] = {}
         self.stopped: list[int] = []
         self.fail = False
-        self._next = 1000
+        # Flower's ids are unsigned 64-bit, often above 2**63 (past a signed BIGINT).
+        self._next = 2**64 - 1000
 
     def _check(self) -> None:
         if self.fail:

@@ -51,7 +51,7 @@ def test_register_enrolls_the_node_key_on_the_superlink(
     assert "fingerprint" not in site  # no hashes in answers
     (event,) = audit_events(action="site.register")
     assert event["outcome"] == "allowed"
-    assert event["details"]["node_id"] == site["node_id"]
+    assert event["details"]["node_id"] == str(site["node_id"])  # 64-bit: text in JSON
 
 
 def test_listing_and_reading_show_whether_the_node_is_online(

@@ -101,11 +101,15 @@ def test_bad_site_id_is_refused(session: Session, node_key: str) -> None:
 
 def test_node_id_is_stored(session: Session, node_key: str) -> None:
     service.add_site(session, site_id="site-a", public_key=node_key, created_by="x")
-    big = 2**62 + 5  # Flower node ids are 64-bit
-    assert service.set_site_node(session, site_id="site-a", node_id=big).node_id == big
-    assert service.get_site(session, "site-a").node_id == big
+    for big in (2**62 + 5, 2**63, 2**64 - 1):  # Flower node ids are unsigned 64-bit
+        assert service.set_site_node(session, site_id="site-a", node_id=big).node_id == big
+        session.expire_all()  # read it back from the database
+        assert service.get_site(session, "site-a").node_id == big
     with pytest.raises(ConfigError, match="whole number"):
         service.set_site_node(session, site_id="site-a", node_id="12")
+    for wrong in (-1, 2**64):
+        with pytest.raises(ConfigError, match="unsigned 64-bit"):
+            service.set_site_node(session, site_id="site-a", node_id=wrong)
     with pytest.raises(NotFound):
         service.set_site_node(session, site_id="ghost", node_id=1)
 
