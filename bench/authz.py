@@ -11,13 +11,17 @@ headline is the wall-clock p99 decision time at 1,000 policies (target: <= 0.5 m
 thread CPU-time p99 is printed beside it, since on a busy machine the wall-clock tail is
 mostly time the process spent waiting for a core.
 
-Sections are functions returning numbers; ``main`` prints them, so later measurements (e.g.
-API throughput with and without authorization) can be added as further sections.
+Second section: the throughput of an authenticated, authorized and audited API GET
+(``GET /v1/projects/{id}`` with a data scientist's token: token digest lookup, Cedar
+decision, audit event committed before the answer) divided by the same route's handler
+served bare (same FastAPI, same database session and query, no token, no policy, no audit),
+both in this process through httpx's ASGI transport with concurrent clients, interleaved.
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import hashlib
 import random
 import statistics
@@ -26,6 +30,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+import httpx
+from fastapi import FastAPI
 from sqlmodel import Session
 
 from fedvault.server.authz import store
@@ -180,9 +186,97 @@ def measure_decisions(size: int, *, samples: int, seed: int = 7) -> dict[str, An
     }
 
 
+def _bare_app(engine: Any) -> FastAPI:
+    """The project route's handler with nothing around it."""
+    from fedvault.server.api.routes.projects import ProjectPublic, _public
+
+    bare = FastAPI()
+
+    @bare.get("/v1/projects/{project_id}", response_model=ProjectPublic)
+    def read(project_id: str) -> ProjectPublic:
+        with Session(engine) as session:
+            return _public(session, project_id)
+
+    return bare
+
+
+async def _throughput(client: httpx.AsyncClient, path: str, *, seconds: float, clients: int) -> int:
+    done = 0
+    deadline = time.perf_counter() + seconds
+
+    async def one() -> None:
+        nonlocal done
+        while time.perf_counter() < deadline:
+            response = await client.get(path)
+            if response.status_code != 200:
+                raise RuntimeError(f"{path}: {response.status_code} {response.text}")
+            done += 1
+
+    await asyncio.gather(*(one() for _ in range(clients)))
+    return done
+
+
+async def _measure_api(*, seconds: float, clients: int, rounds: int) -> dict[str, float]:
+    from fedvault.server.api.app import create_app
+    from fedvault.server.datadir import init_data_dir
+    from fedvault.server.identity import (
+        add_member,
+        create_project,
+        create_user,
+        ensure_pepper,
+        issue_token,
+    )
+    from fedvault.server.settings import ServerSettings
+
+    with tempfile.TemporaryDirectory() as tmp:
+        settings = ServerSettings(data_dir=Path(tmp) / "data", mode="test")
+        ensure_pepper(init_data_dir(settings))
+        app = create_app(settings)
+        async with app.router.lifespan_context(app):
+            services = app.state.services
+            with Session(services.engine) as session:
+                create_project(session, project_id="oncology", created_by="bench")
+                create_user(session, user_id="dana", role="data_scientist", created_by="bench")
+                add_member(session, project_id="oncology", user_id="dana", by="bench")
+                token, _ = issue_token(
+                    session,
+                    pepper=services.pepper,
+                    principal_type="user",
+                    principal_id="dana",
+                    created_by="bench",
+                )
+            full = httpx.AsyncClient(
+                transport=httpx.ASGITransport(app=app),
+                base_url="http://bench",
+                headers={"Authorization": f"Bearer {token}"},
+            )
+            bare = httpx.AsyncClient(
+                transport=httpx.ASGITransport(app=_bare_app(services.engine)),
+                base_url="http://bench",
+            )
+            path = "/v1/projects/oncology"
+            await _throughput(full, path, seconds=1.0, clients=clients)  # warm-up
+            await _throughput(bare, path, seconds=1.0, clients=clients)
+            counts = {"full": 0, "bare": 0}
+            for _ in range(rounds):
+                counts["full"] += await _throughput(full, path, seconds=seconds, clients=clients)
+                counts["bare"] += await _throughput(bare, path, seconds=seconds, clients=clients)
+            await full.aclose()
+            await bare.aclose()
+    total = seconds * rounds
+    return {"full_rps": counts["full"] / total, "bare_rps": counts["bare"] / total}
+
+
+def measure_api(*, seconds: float = 3.0, clients: int = 32, rounds: int = 3) -> dict[str, float]:
+    """Requests per second of the guarded route and of the bare one, interleaved."""
+    return asyncio.run(_measure_api(seconds=seconds, clients=clients, rounds=rounds))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--samples", type=int, default=5000, help="timed decisions per size")
+    parser.add_argument("--seconds", type=float, default=3.0, help="per API throughput round")
+    parser.add_argument("--clients", type=int, default=32, help="concurrent API clients")
     args = parser.parse_args()
     results = {}
     for size in SIZES:
@@ -194,6 +288,14 @@ def main() -> None:
             f"(CPU time p99 {result['cpu_p99_ms']:.3f} ms)  "
             f"allowed {result['allowed_share']:.0%}"
         )
+    api = measure_api(seconds=args.seconds, clients=args.clients)
+    ratio = api["full_rps"] / api["bare_rps"]
+    print(
+        f"API GET /v1/projects/{{id}}, {args.clients} concurrent clients: authenticated + "
+        f"authorized + audited {api['full_rps']:.0f} req/s, bare {api['bare_rps']:.0f} req/s, "
+        f"ratio {ratio:.2f}"
+    )
+    print(f"RESULT api_guarded_throughput_ratio={ratio:.2f}")
     print(f"RESULT authz_p99_ms_1000={results[1000]['p99_ms']:.3f}")
 
 

@@ -28,14 +28,23 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor.close()
 
 
-def open_database(url: str, *, migrate: bool = True) -> Engine:
+def open_database(url: str, *, migrate: bool = True, pool_size: int | None = None) -> Engine:
     """An engine for ``url`` with the schema brought to the newest migration.
+
+    Args:
+        url: SQLAlchemy URL.
+        migrate: apply Alembic migrations first.
+        pool_size: connections kept open (and as many more on demand); a server answering
+            many requests at once needs about one per worker thread. Default: SQLAlchemy's.
 
     Raises:
         ConfigError: the database cannot be reached or migrated; the message says which.
     """
     # hide_parameters: a failed statement's message must not carry row values into logs.
-    engine = create_engine(url, pool_pre_ping=True, hide_parameters=True)
+    pool: dict[str, Any] = {}
+    if pool_size is not None:
+        pool = {"pool_size": pool_size, "max_overflow": pool_size}
+    engine = create_engine(url, pool_pre_ping=True, hide_parameters=True, **pool)
     if engine.dialect.name == "sqlite":
         event.listen(engine, "connect", _sqlite_pragmas)
     if migrate:

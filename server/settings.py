@@ -63,6 +63,12 @@ class ServerSettings(BaseSettings):
         description="Base64 key for API token digests; defaults to the data dir's pepper file.",
     )
     max_body_bytes: int = Field(default=1 << 20, ge=1024, description="Largest request body.")
+    auth_cache_seconds: float = Field(
+        default=2.0,
+        ge=0,
+        description="How long the API may reuse a token's principal before looking it up "
+        "again (0: every request); changes made through the API apply at once.",
+    )
     auth_failures_per_minute: int = Field(
         default=10, ge=1, description="Failed logins per source address before answering 429."
     )

@@ -17,18 +17,21 @@ A router asks for what it needs by annotation and authorizes with ``require``::
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Annotated, Any
 
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlmodel import Session
+from starlette.concurrency import run_in_threadpool
 
 from fedvault.common.errors import AuthenticationFailed, NotFound, PolicyDenied, RateLimited
 from fedvault.server.api.services import Services
 from fedvault.server.authz.engine import SERVER, Decision, Resource
-from fedvault.server.identity import Principal, Role, authenticate
+from fedvault.server.identity import Principal, Role, authenticate_until
+from fedvault.server.identity.tokens import token_digest
 from fedvault.server.settings import ServerSettings
 
 __all__ = [
@@ -95,7 +98,7 @@ def client_address(request: Request) -> str:
     return request.client.host if request.client else "unknown"
 
 
-def get_services(request: Request) -> Services:
+async def get_services(request: Request) -> Services:
     services: Services = request.app.state.services
     return services
 
@@ -103,7 +106,7 @@ def get_services(request: Request) -> Services:
 ServicesDep = Annotated[Services, Depends(get_services)]
 
 
-def get_settings(services: ServicesDep) -> ServerSettings:
+async def get_settings(services: ServicesDep) -> ServerSettings:
     """The app's settings (override with ``app.dependency_overrides[get_settings]``)."""
     return services.settings
 
@@ -111,22 +114,34 @@ def get_settings(services: ServicesDep) -> ServerSettings:
 SettingsDep = Annotated[ServerSettings, Depends(get_settings)]
 
 
-def get_session(services: ServicesDep) -> Iterator[Session]:
-    """One database session per request."""
+async def get_session(services: ServicesDep) -> AsyncIterator[Session]:
+    """One database session per request, closed when the handler returns.
+
+    Closed before the response starts (``scope="function"``), so a connection is never
+    held while the request's audit event is being committed. Creating and closing a
+    session is cheap and needs no worker thread; the queries run in the handlers'.
+    """
     with Session(services.engine) as session:
         yield session
 
 
-SessionDep = Annotated[Session, Depends(get_session)]
+SessionDep = Annotated[Session, Depends(get_session, scope="function")]
 
 
-def current_principal(
+def _authenticate(services: Services, token: str) -> tuple[Principal, datetime | None]:
+    with Session(services.engine) as session:
+        return authenticate_until(session, token=token, pepper=services.pepper)
+
+
+async def current_principal(
     request: Request,
     services: ServicesDep,
-    session: SessionDep,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
 ) -> Principal:
     """The caller named by the request's Bearer token.
+
+    A token seen in the last moments is answered from ``services.principals`` without a
+    database lookup (see ``PrincipalCache`` for how long a change may take to apply).
 
     Raises:
         AuthenticationFailed: no token, or one that is malformed, unknown, expired or revoked
@@ -137,9 +152,16 @@ def current_principal(
         raise AuthenticationFailed(MISSING_TOKEN)
     source = client_address(request)
     note = audit_state(request)
+    token = credentials.credentials
     try:
         services.limiter.check(source)
-        principal = authenticate(session, token=credentials.credentials, pepper=services.pepper)
+        digest = token_digest(token, services.pepper)
+        cached = services.principals.get(digest)
+        if cached is None:
+            principal, expires_at = await run_in_threadpool(_authenticate, services, token)
+            services.principals.put(digest, principal, expires_at=expires_at)
+        else:
+            principal = cached
     except AuthenticationFailed:
         services.limiter.record_failure(source)
         note.action = "auth.login"
@@ -166,7 +188,7 @@ def not_found(resource_type: str, resource_id: str) -> NotFound:
     )
 
 
-def _server() -> Resource:
+async def _server() -> Resource:
     return SERVER
 
 
@@ -179,10 +201,15 @@ def _hidden(principal: Principal, resource: Resource) -> bool:
     )
 
 
-def require(
-    action: str, resource: Callable[..., Resource] | None = None
-) -> Callable[..., Resource]:
+# A resolver: a plain or async dependency that builds the Resource from path parameters.
+Resolver = Callable[..., Resource] | Callable[..., Awaitable[Resource]]
+
+
+def require(action: str, resource: Resolver | None = None) -> Callable[..., Awaitable[Resource]]:
     """A dependency that authorizes ``action`` on a resource and returns the resource.
+
+    The decision runs on the event loop: it is CPU work of a fraction of a millisecond, and a
+    worker-thread hop per dependency would cost more than the decision itself.
 
     Args:
         action: the Cedar action, e.g. ``model:download``.
@@ -196,7 +223,7 @@ def require(
     """
     resolver = resource or _server
 
-    def authorized(
+    async def authorized(
         request: Request,
         principal: CurrentPrincipal,
         services: ServicesDep,

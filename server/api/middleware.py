@@ -26,6 +26,7 @@ log = logging.getLogger("fedvault.server.api")
 _REQUEST_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]{0,63}")
 _UNPRINTABLE = re.compile(r"[\x00-\x1f\x7f]")
 _NOT_AUDITED = frozenset({"/v1/health"})
+_READS = frozenset({"GET", "HEAD", "OPTIONS"})
 _DOCS = ("/docs", "/redoc")
 _SECURITY_HEADERS = (
     (b"x-content-type-options", b"nosniff"),
@@ -202,6 +203,10 @@ class AuditMiddleware:
             if message["type"] == "http.response.start":
                 started = True
                 status = message["status"]
+                if scope["method"] not in _READS:
+                    # Whatever changed (a revoked token, a new member) applies to the next
+                    # request at once: forget the principals resolved so far.
+                    services.principals.clear()
                 route = _template(scope) or "unmatched"  # bounded label values
                 services.metrics.requests.labels(scope["method"], route, str(status)).inc()
                 services.metrics.latency.labels(scope["method"], route).observe(

@@ -10,6 +10,7 @@ from sqlalchemy.engine import Engine
 from sqlmodel import Session
 
 from fedvault.common.errors import FederationError
+from fedvault.server.api._principals import PrincipalCache
 from fedvault.server.audit.service import open_audit_log
 from fedvault.server.audit.writer import AuditLog
 from fedvault.server.authz import store as policy_store
@@ -25,6 +26,7 @@ __all__ = ["Metrics", "Services", "close_services", "open_services"]
 
 log = logging.getLogger("fedvault.server.api")
 
+API_POOL_SIZE = 20
 FEDERATION_DOWN = "The federation is not running; start it with `fedvault server start`."
 
 
@@ -64,6 +66,7 @@ class Services:
     policy: PolicyEngine
     pepper: bytes
     limiter: FailedLoginLimiter
+    principals: PrincipalCache
     federation: FederationControl | None = None
     metrics: Metrics = field(default_factory=Metrics)
 
@@ -85,13 +88,16 @@ def open_services(settings: ServerSettings) -> Services:
         ConfigError: no data directory, or the database cannot be opened.
         KeyMaterialError: a key (audit signing, KEK, token pepper) is missing or unsafe.
     """
-    engine = open_database(settings.resolved_database_url())
+    # One connection per request worker thread (anyio's pool has 40), so requests queue on
+    # threads, not on connections; the audit writer has its own engine and connection, so
+    # busy requests can never starve the log they wait on.
+    engine = open_database(settings.resolved_database_url(), pool_size=API_POOL_SIZE)
     try:
         with Session(engine) as session:
             seeded = policy_store.seed_defaults(session)
         if seeded:
             log.info("Seeded %d default access policies", seeded)
-        audit = open_audit_log(settings, engine=engine)
+        audit = open_audit_log(settings)
     except BaseException:
         engine.dispose()
         raise
@@ -104,10 +110,12 @@ def open_services(settings: ServerSettings) -> Services:
             policy=PolicyEngine(engine=engine),
             pepper=load_pepper(settings),
             limiter=FailedLoginLimiter(per_minute=settings.auth_failures_per_minute),
+            principals=PrincipalCache(ttl=settings.auth_cache_seconds),
             federation=control_from_settings(settings),
         )
     except BaseException:
         audit.close()
+        audit.engine.dispose()
         engine.dispose()
         raise
 
@@ -115,5 +123,6 @@ def open_services(settings: ServerSettings) -> Services:
 def close_services(services: Services) -> None:
     """Commit what the audit log holds, then release database connections."""
     services.audit.close()
+    services.audit.engine.dispose()
     services.store.engine.dispose()
     services.engine.dispose()

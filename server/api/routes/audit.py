@@ -43,7 +43,7 @@ _Time = Annotated[
 ]
 
 
-def audit_resource() -> Resource:
+async def audit_resource() -> Resource:
     """The audit log: target of every audit action."""
     return AUDIT_LOG
 

@@ -81,7 +81,7 @@ class DecisionPublic(PublicModel):
     errors: list[str]
 
 
-def policy_resource(name: PolicyNamePath) -> Resource:
+async def policy_resource(name: PolicyNamePath) -> Resource:
     return Resource("Policy", name)
 
 

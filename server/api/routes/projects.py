@@ -57,6 +57,11 @@ def project_resource(project_id: IdPath) -> Resource:
     return Resource("Project", project_id, project=project_id)
 
 
+async def project_resolver(project_id: IdPath) -> Resource:
+    """``project_resource`` as a dependency (no I/O, so it runs on the event loop)."""
+    return project_resource(project_id)
+
+
 def _public(session: SessionDep, project_id: str) -> ProjectPublic:
     try:
         project = get_project(session, project_id)
@@ -107,7 +112,7 @@ def list_all(
 def read(
     project_id: IdPath,
     session: SessionDep,
-    _: Annotated[Resource, Depends(require("project:read", project_resource))],
+    _: Annotated[Resource, Depends(require("project:read", project_resolver))],
 ) -> ProjectPublic:
     return _public(session, project_id)
 
@@ -119,7 +124,7 @@ def put_member(
     session: SessionDep,
     principal: CurrentPrincipal,
     request: Request,
-    _: Annotated[Resource, Depends(require("project:update", project_resource))],
+    _: Annotated[Resource, Depends(require("project:update", project_resolver))],
 ) -> ProjectPublic:
     """Make a user a member of the project (no change if they are one already)."""
     _public(session, project_id)
@@ -138,7 +143,7 @@ def delete_member(
     session: SessionDep,
     principal: CurrentPrincipal,
     request: Request,
-    _: Annotated[Resource, Depends(require("project:update", project_resource))],
+    _: Annotated[Resource, Depends(require("project:update", project_resolver))],
 ) -> ProjectPublic:
     """Remove a user from the project."""
     _public(session, project_id)

@@ -100,11 +100,11 @@ class TokenCreated(TokenPublic):
     token: str = Field(description="The token itself: shown this once, never again.")
 
 
-def user_resource(user_id: IdPath) -> Resource:
+async def user_resource(user_id: IdPath) -> Resource:
     return Resource("User", user_id)
 
 
-def user_tokens_resource(user_id: IdPath) -> Resource:
+async def user_tokens_resource(user_id: IdPath) -> Resource:
     """A user's tokens as a whole (to list them or add one): owned by that user."""
     return Resource("Token", f"{user_id}/tokens", attrs={"owner": user_id})
 
