@@ -20,7 +20,13 @@ from fedvault.server.datadir import init_data_dir
 from fedvault.server.db import open_database
 from fedvault.server.identity import bootstrap_admin, ensure_pepper, load_pepper
 from fedvault.server.identity.service import check_id
-from fedvault.server.settings import DATA_DIR_ENV, DEFAULT_DATA_DIR, ServerSettings
+from fedvault.server.settings import (
+    DATA_DIR_ENV,
+    DEFAULT_DATA_DIR,
+    ServerSettings,
+    read_settings_file,
+    write_settings_file,
+)
 from fedvault.server.tls import ensure_server_tls, server_names
 
 __all__ = ["server_app"]
@@ -60,6 +66,27 @@ def _settings(data_dir: Path, database_url: str | None, **overrides: object) -> 
         raise ConfigError(
             f"Invalid server settings (options or FEDVAULT_* variables): {problems}"
         ) from None
+
+
+def _remember_database(settings: ServerSettings) -> None:
+    """Record --database-url in the data directory, refusing to switch an existing one."""
+    data_dir = settings.require_data_dir()
+    if data_dir.exists() and not data_dir.is_dir():
+        raise ConfigError(f"--data-dir {data_dir} exists and is not a directory.")
+    try:
+        data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    except OSError as e:
+        raise ConfigError(f"Cannot create the data directory {data_dir}: {e.strerror}.") from e
+    stored = read_settings_file(data_dir).get("database_url")
+    given = settings.database_url
+    if given is None or given == stored:
+        return
+    if stored is not None or (data_dir / "fedvault.db").exists():
+        raise ConfigError(
+            f"{data_dir} was initialised with another database. Keep it (leave out "
+            f"--database-url), or start a new data directory for the new database."
+        )
+    write_settings_file(data_dir, database_url=given)
 
 
 def _prepare_data_dir(settings: ServerSettings) -> Path:
@@ -125,6 +152,7 @@ def init(
     check_id(admin, what="user")
     names = server_names(hostname or [])
     settings = _settings(data_dir, database_url)
+    _remember_database(settings)
     path = _prepare_data_dir(settings)
     paths = ServerPaths(path)
     tls_created, unnamed = ensure_server_tls(paths, names)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import tomllib
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal
@@ -10,12 +12,59 @@ from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from fedvault.common.errors import ConfigError
+from fedvault.common.files import atomic_writer
 
-__all__ = ["DATA_DIR_ENV", "DEFAULT_DATA_DIR", "ServerSettings", "get_settings"]
+__all__ = [
+    "DATA_DIR_ENV",
+    "DEFAULT_DATA_DIR",
+    "SETTINGS_FILE",
+    "ServerSettings",
+    "get_settings",
+    "read_settings_file",
+    "write_settings_file",
+]
 
 DATA_DIR_ENV = "FEDVAULT_DATA_DIR"
 # What the CLI uses when neither --data-dir nor FEDVAULT_DATA_DIR says otherwise.
 DEFAULT_DATA_DIR = Path("fedvault-data")
+# Settings `fedvault server init` was given, kept in the data directory (0600: a database
+# URL may hold a password) so that later commands need not repeat them.
+SETTINGS_FILE = "settings.toml"
+_FILE_KEYS = {"database-url": "database_url"}
+
+
+def read_settings_file(data_dir: Path) -> dict[str, str]:
+    """The settings stored in ``data_dir`` (field name -> value); empty if there is no file.
+
+    Raises:
+        ConfigError: the file is not TOML, or holds a key fedvault does not know.
+    """
+    path = data_dir / SETTINGS_FILE
+    try:
+        with path.open("rb") as fh:
+            raw = tomllib.load(fh)
+    except FileNotFoundError:
+        return {}
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"{path} is not valid TOML: {e}. Fix or remove it.") from None
+    unknown = sorted(set(raw) - set(_FILE_KEYS))
+    if unknown or not all(isinstance(v, str) for v in raw.values()):
+        raise ConfigError(
+            f"{path} may hold only text values for {', '.join(_FILE_KEYS)}; "
+            f"found {', '.join(unknown) or 'a value that is not text'}."
+        )
+    return {_FILE_KEYS[k]: v for k, v in raw.items()}
+
+
+def write_settings_file(data_dir: Path, *, database_url: str) -> None:
+    """Record the database URL ``server init`` was given (owner-only file)."""
+    text = (
+        "# Written by `fedvault server init`; later commands read it. Owner-only: the URL\n"
+        "# may hold a password. FEDVAULT_DATABASE_URL or --database-url override it.\n"
+        f"database-url = {json.dumps(database_url)}\n"
+    )
+    with atomic_writer(data_dir / SETTINGS_FILE) as fh:
+        fh.write(text.encode("utf-8"))
 
 
 class ServerSettings(BaseSettings):
@@ -83,9 +132,12 @@ class ServerSettings(BaseSettings):
         return self.data_dir
 
     def resolved_database_url(self) -> str:
+        """The database: the setting, else the one ``server init`` recorded, else SQLite."""
         if self.database_url:
             return self.database_url
-        return f"sqlite:///{self.require_data_dir() / 'fedvault.db'}"
+        data_dir = self.require_data_dir()
+        stored = read_settings_file(data_dir).get("database_url")
+        return stored or f"sqlite:///{data_dir / 'fedvault.db'}"
 
 
 @lru_cache

@@ -17,7 +17,7 @@ from sqlmodel import Session
 from typer.testing import CliRunner
 
 from fedvault.common.cli import build_app, main
-from fedvault.common.errors import ProcessError
+from fedvault.common.errors import ConfigError, ProcessError
 from fedvault.common.processes import ManagedProcess, free_port
 from fedvault.server.db import open_database
 from fedvault.server.gateway import FleetGateway
@@ -90,6 +90,32 @@ def test_second_init_prints_no_token_and_changes_no_key(tmp_path, db_url):
     assert "no admin token" in again
     assert "does not name new.example" in again  # told, not silently re-issued
     assert {name: (data / name).read_bytes() for name in keys} == before
+
+
+def test_init_remembers_the_database_for_later_commands(tmp_path, db_url, monkeypatch, capsys):
+    """`server start`, the ServerApps and the CLI find the database init was given."""
+    data = tmp_path / "data"
+    _init(data, "--database-url", db_url)
+    assert _mode(data / "settings.toml") == 0o600  # the URL may hold a password
+    assert ServerSettings(data_dir=data).resolved_database_url() == db_url
+    assert not (data / "fedvault.db").exists()
+
+    other = "sqlite:///" + str(tmp_path / "other.db")
+    message = _fails(monkeypatch, capsys, "server", "init", "--data-dir", str(data),
+                     "--database-url", other)  # fmt: skip
+    assert "initialised with another database" in message
+    assert ServerSettings(data_dir=data).resolved_database_url() == db_url
+
+
+def test_a_damaged_settings_file_is_a_clear_error(tmp_path):
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "settings.toml").write_text("database-url = [1]\n")
+    with pytest.raises(ConfigError, match="only text values"):
+        ServerSettings(data_dir=data).resolved_database_url()
+    (data / "settings.toml").write_text("database-url = \n")
+    with pytest.raises(ConfigError, match="not valid TOML"):
+        ServerSettings(data_dir=data).resolved_database_url()
 
 
 def test_init_refuses_a_data_dir_that_is_a_file(tmp_path, monkeypatch, capsys):
