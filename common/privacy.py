@@ -5,13 +5,12 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-
-from opacus.accountants import RDPAccountant
-from opacus.accountants.accountant import IAccountant
-from opacus.accountants.prv import PRVAccountant
-from opacus.accountants.utils import get_noise_multiplier
+from typing import TYPE_CHECKING
 
 from fedvault.common.errors import PrivacyConfigError
+
+if TYPE_CHECKING:
+    from opacus.accountants.accountant import IAccountant
 
 __all__ = [
     "ACCOUNTANTS",
@@ -107,6 +106,10 @@ def default_delta(num_examples: int) -> float:
 def _make_accountant(name: str, history: Iterable[PrivacyStep]) -> IAccountant:
     # Composition does not depend on order: merging steps that share (noise, rate) keeps
     # the result identical and the cost flat as rounds accumulate (PRV is slow per entry).
+    # Opacus is imported where it is used: it pulls in torch, which the admin API (that
+    # only validates run settings) should not load at start-up.
+    from opacus.accountants import PRVAccountant, RDPAccountant
+
     merged: dict[tuple[float, float], int] = {}
     for s in history:
         key = (s.noise_multiplier, s.sample_rate)
@@ -139,6 +142,8 @@ def noise_for_target(
         raise PrivacyConfigError(
             f"Cannot calibrate noise for {steps} steps at sample rate {sample_rate}."
         )
+    from opacus.accountants.utils import get_noise_multiplier
+
     try:
         return float(
             get_noise_multiplier(

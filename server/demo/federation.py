@@ -6,13 +6,13 @@ import json
 import logging
 import time
 from collections.abc import Callable, Mapping
-from importlib.resources import files
 from pathlib import Path
 from typing import Any
 
 from fedvault.common.errors import FederationError, ProcessError
 from fedvault.common.flower_cmd import ConfigValue, supernode_command
 from fedvault.common.processes import ManagedProcess, free_port, tail
+from fedvault.server.app_definition import APP_DIR
 from fedvault.server.demo.workspace import Workspace
 from fedvault.server.settings import DATA_DIR_ENV
 from fedvault.server.superlink import RunStatus, SuperLink
@@ -20,7 +20,6 @@ from fedvault.server.superlink import RunStatus, SuperLink
 __all__ = ["APP_DIR", "LocalFederation", "follow_report"]
 
 log = logging.getLogger(__name__)
-APP_DIR = Path(str(files("fedvault.server.demo") / "flwr_app"))
 
 Event = dict[str, Any]
 

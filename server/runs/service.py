@@ -9,11 +9,9 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Protocol
 
-import torch
 from sqlmodel import Session, col, select
 
 from fedvault.common.errors import AlreadyExists, ConfigError, FedvaultError, NotFound
-from fedvault.common.nets import build_model
 from fedvault.common.run_config import RunSettings, Scalar
 from fedvault.server.identity.tables import Project
 from fedvault.server.runs.progress import report_path
@@ -88,6 +86,11 @@ def _settings(
 
 def _check_model(settings: RunSettings) -> None:
     """Build the run's model without memory (meta device): a bad one fails now, not mid-run."""
+    # Imported here: torch costs seconds, which the API's start-up should not pay.
+    import torch
+
+    from fedvault.common.nets import build_model
+
     shape, classes = settings.model_io()
     try:
         with torch.device("meta"):

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 
 import pytest
 from fastapi import FastAPI
@@ -191,3 +193,16 @@ def test_no_answer_when_the_audit_log_cannot_record(
     assert answer.status_code == 503
     assert answer.json()["error"]["code"] == "audit_unavailable"
     assert "root" not in answer.text
+
+
+def test_the_api_starts_without_loading_torch() -> None:
+    """The admin plane only validates run settings: torch and Opacus (seconds of start-up
+    and hundreds of MiB) load on the first run submitted, not when the server starts."""
+    probe = (
+        "import sys; import fedvault.server.api.app; "
+        "print(sorted(m for m in ('torch', 'opacus', 'flwr') if m in sys.modules))"
+    )
+    loaded = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, check=True
+    ).stdout
+    assert loaded.strip() == "[]"
