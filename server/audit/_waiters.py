@@ -7,6 +7,7 @@ import itertools
 from collections.abc import Sequence
 from concurrent.futures import Future
 
+from fedvault.server.audit.canonical import event_json_parts
 from fedvault.server.audit.events import EventDraft, Receipt
 from fedvault.server.audit.signing import Checkpoint
 
@@ -20,10 +21,11 @@ class Pending:
     loop, which the writer settles with one call into that loop per batch.
     """
 
-    __slots__ = ("draft", "future", "loop")
+    __slots__ = ("draft", "future", "head", "loop", "middle")
 
     def __init__(self, draft: EventDraft, loop: asyncio.AbstractEventLoop | None = None):
         self.draft = draft
+        self.head, self.middle = event_json_parts(*draft)  # in the caller's thread
         self.loop = loop
         self.future: Future[Receipt] | asyncio.Future[Receipt] = (
             Future() if loop is None else loop.create_future()
