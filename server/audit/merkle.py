@@ -54,6 +54,39 @@ class CompactRange:
             carry >>= 1
         self.size += 1
 
+    def append_subtree(self, node: bytes, height: int) -> None:
+        """Add the root of a perfect subtree of ``2**height`` leaves after the leaves so far.
+
+        Raises:
+            ValueError: ``size`` is not a multiple of ``2**height``, so no such subtree
+                starts there.
+        """
+        if height < 0 or self.size & ((1 << height) - 1):
+            raise ValueError(f"No perfect subtree of height {height} starts at leaf {self.size}.")
+        nodes = self.nodes
+        nodes.append(node)
+        carry = self.size >> height
+        while carry & 1:
+            right = nodes.pop()
+            nodes[-1] = hashlib.sha256(b"\x01" + nodes[-1] + right).digest()
+            carry >>= 1
+        self.size += 1 << height
+
+    def extend(self, other: CompactRange) -> CompactRange:
+        """A new range: these leaves followed by ``other``'s, which start at leaf ``size``.
+
+        ``other`` was built from its own first leaf, which lines its subtrees up with the
+        whole tree's when ``size`` is a multiple of a power of two above ``other.size``.
+
+        Raises:
+            ValueError: ``size`` is not such a multiple.
+        """
+        joined = self.copy()
+        heights = [h for h in range(other.size.bit_length() - 1, -1, -1) if other.size >> h & 1]
+        for node, height in zip(other.nodes, heights, strict=True):
+            joined.append_subtree(node, height)
+        return joined
+
     def root(self) -> bytes:
         """The RFC 6962 tree head of the leaves so far."""
         if not self.nodes:

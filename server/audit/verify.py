@@ -2,23 +2,32 @@
 
 from __future__ import annotations
 
-import hashlib
+import logging
+import multiprocessing
+import os
+import threading
 from collections import defaultdict
 from collections.abc import Iterator
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
-from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.engine import Engine
 
+from fedvault.common.errors import ConfigError
 from fedvault.server.audit._chain import CHECKPOINTS, EVENTS, GENESIS
-from fedvault.server.audit.canonical import EVENT_COLUMNS, event_json
+from fedvault.server.audit._scan import NOT_FOLLOWING, Scan, iter_rows, scan, scan_url
 from fedvault.server.audit.merkle import EMPTY_ROOT, CompactRange
 from fedvault.server.audit.signing import Checkpoint, PublicKey
 
-__all__ = ["VerifyReport", "iter_rows", "verify_log"]
+__all__ = ["STRETCH", "VerifyReport", "iter_rows", "verify_log"]
 
-_CHUNK = 20_000
+STRETCH = 1 << 17  # events one worker rehashes at a time
+log = logging.getLogger("fedvault.server.audit")
+
+_POOL: tuple[int, ProcessPoolExecutor] | None = None
+_POOL_LOCK = threading.Lock()
 
 
 @dataclass(frozen=True)
@@ -52,29 +61,6 @@ class _Signed:
     label: str
 
 
-def iter_rows(
-    engine: Engine, columns: tuple[str, ...], *, upto: int | None = None
-) -> Iterator[Any]:
-    """Rows of ``columns`` (the first being ``seq``) in sequence order, fetched in chunks."""
-    mark = "?" if engine.dialect.paramstyle == "qmark" else "%s"
-    head = f"SELECT {', '.join(columns)} FROM {EVENTS.name}"  # noqa: S608  (fixed names)
-    bound = f" AND seq <= {int(upto)}" if upto is not None else ""
-    raw = engine.raw_connection()
-    try:
-        cursor = raw.cursor()
-        cursor.execute(f"{head} WHERE 1=1{bound} ORDER BY seq LIMIT {_CHUNK}")
-        while rows := cursor.fetchall():
-            yield from rows
-            if len(rows) < _CHUNK:
-                break
-            cursor.execute(
-                f"{head} WHERE seq > {mark}{bound} ORDER BY seq LIMIT {_CHUNK}", (rows[-1][0],)
-            )
-        cursor.close()
-    finally:
-        raw.close()
-
-
 def _load_checkpoints(
     engine: Engine, key: PublicKey, trusted: Checkpoint | None
 ) -> dict[int, list[_Signed]]:
@@ -103,6 +89,56 @@ def _load_checkpoints(
     return by_size
 
 
+def _stretches(engine: Engine, stretch: int) -> list[tuple[int, int | None]]:
+    """``(start, end)`` of each stretch; the last is open-ended, so it also meets any event
+    numbered past the others (an insertion) or appended meanwhile."""
+    with engine.connect() as conn:
+        events = conn.execute(select(func.count()).select_from(EVENTS)).scalar_one()
+    starts = range(0, max(events, 1), stretch)
+    return [(s, s + stretch) for s in starts[:-1]] + [(starts[-1], None)]
+
+
+def _pool(workers: int) -> ProcessPoolExecutor:
+    """Worker processes, kept for the next verification (an API server verifies often)."""
+    global _POOL
+    with _POOL_LOCK:
+        if _POOL is None or _POOL[0] != workers or getattr(_POOL[1], "_broken", False):
+            if _POOL is not None:
+                _POOL[1].shutdown(wait=False, cancel_futures=True)
+            # spawn, not fork: the caller may be a threaded server.
+            context = multiprocessing.get_context("spawn")
+            _POOL = (workers, ProcessPoolExecutor(workers, mp_context=context))
+        return _POOL[1]
+
+
+def _scans(
+    engine: Engine, boundaries: frozenset[int], *, workers: int | None, stretch: int
+) -> Iterator[Scan]:
+    """Each stretch's scan, in order; in worker processes when there are several."""
+    parts = _stretches(engine, stretch)
+    workers = min(workers or os.cpu_count() or 1, len(parts))
+    url = engine.url
+    if workers == 1 or (
+        url.get_backend_name() == "sqlite" and url.database in (None, "", ":memory:")
+    ):
+        for start, end in parts:
+            yield scan(engine, start=start, end=end, boundaries=boundaries)
+        return
+    pool = _pool(workers)
+    text = url.render_as_string(hide_password=False)
+    futures = [pool.submit(scan_url, text, start, end, boundaries) for start, end in parts]
+    try:
+        for (start, end), future in zip(parts, futures, strict=True):
+            try:
+                yield future.result()
+            except BrokenProcessPool:  # a worker was killed (out of memory, say)
+                log.warning("A verification worker died; rehashing from event %d here", start)
+                yield scan(engine, start=start, end=end, boundaries=boundaries)
+    finally:
+        for future in futures:
+            future.cancel()
+
+
 def _check_signed(signed: list[_Signed], key: PublicKey, root: bytes) -> str | None:
     for s in signed:
         if s.checkpoint is None or not key.verify(s.checkpoint):
@@ -119,71 +155,83 @@ def _check_signed(signed: list[_Signed], key: PublicKey, root: bytes) -> str | N
 
 
 def verify_log(
-    engine: Engine, public_key: PublicKey, *, trusted: Checkpoint | None = None
+    engine: Engine,
+    public_key: PublicKey,
+    *,
+    trusted: Checkpoint | None = None,
+    workers: int | None = None,
+    stretch: int = STRETCH,
 ) -> VerifyReport:
     """Recompute every event's hash and the chain, and check every checkpoint.
 
-    Works on any copy of the database with only the public key: nothing is written.
+    Works on any copy of the database with only the public key: nothing is written. A
+    log of at least two stretches is rehashed by several processes at once, each on its
+    own stretch; the report is the same as rehashing it in one pass.
 
     Args:
         engine: the database holding the log.
         public_key: the key checkpoints must be signed with (exported beforehand).
         trusted: a checkpoint saved outside the database earlier; the log must still
             contain it, which detects truncation even if newer checkpoints were deleted.
+        workers: processes rehashing at once; default one per CPU, 1 for one pass here.
+        stretch: events per unit of work, a power of two.
+
+    Raises:
+        ConfigError: ``workers`` or ``stretch`` is out of range.
     """
+    if stretch < 1 or stretch & (stretch - 1):
+        raise ConfigError(f"stretch must be a power of two, got {stretch}.")
+    if workers is not None and workers < 1:
+        raise ConfigError(f"workers must be at least 1, got {workers}.")
     by_size = _load_checkpoints(engine, public_key, trusted)
     count = sum(len(v) for v in by_size.values())
-    sizes = sorted(by_size)
+    boundaries = iter(sorted(by_size))
+    boundary = next(boundaries, None)
     tree = CompactRange()
-    signed_size, prev, prev_hex, last_time = 0, GENESIS, GENESIS.hex(), ""
-    verified_at = 0  # the size of the newest checkpoint checked so far
-    pending = iter(sizes)
-    boundary = next(pending, None)
+    signed_size, prev_hex, last_time = 0, GENESIS.hex(), ""
 
-    def fail(problem: str, *, event: int | None = None, cp: int | None = None) -> VerifyReport:
-        return VerifyReport(tree.size, count, signed_size, event, cp, problem)
+    def fail(
+        problem: str, *, events: int, event: int | None = None, cp: int | None = None
+    ) -> VerifyReport:
+        return VerifyReport(events, count, signed_size, event, cp, problem)
 
     if boundary == 0:
         if problem := _check_signed(by_size[0], public_key, EMPTY_ROOT):
-            return fail(problem, cp=0)
-        boundary = next(pending, None)
-    sha256 = hashlib.sha256
-    for row in iter_rows(engine, (*EVENT_COLUMNS, "prev_hash", "hash")):
-        seq = row[0]
-        expected = tree.size + 1
-        if seq != expected:
-            if isinstance(seq, int) and seq > expected:
-                what = f"event {expected} is missing: deleted, or the events after it renumbered"
-                return fail(what, event=expected)
-            return fail(
-                f"an event numbered {seq!r} was inserted before event {expected}", event=expected
-            )
-        try:
-            digest = sha256(b"\x00" + prev + event_json(*row[:13]).encode()).digest()
-        except (TypeError, UnicodeEncodeError):
-            digest = b""
-        if digest.hex() != row[14] or row[13] != prev_hex:
-            reason = (
-                "does not follow the event before it (reordered, inserted or removed)"
-                if row[13] != prev_hex
-                else "does not match its hash: it was altered"
-            )
-            return fail(f"event {seq} {reason}", event=seq)
-        if row[1] < last_time:
-            return fail(f"event {seq} is dated before the event preceding it", event=seq)
-        tree.append(digest)
-        prev, prev_hex, last_time = digest, row[14], row[1]
-        if tree.size == boundary:
-            if problem := _check_signed(by_size[boundary], public_key, tree.root()):
-                first = verified_at + 1
-                return fail(f"{problem} (between events {first} and {boundary})", cp=boundary)
-            signed_size = verified_at = boundary
-            boundary = next(pending, None)
+            return fail(problem, events=0, cp=0)
+        boundary = next(boundaries, None)
+    wanted = frozenset(b for b in by_size if b > 0)
+    for part in _scans(engine, wanted, workers=workers, stretch=stretch):
+        if not part.joined and part.events > stretch:  # appended to while it was scanned
+            part = scan(engine, start=part.start, end=None, boundaries=wanted, before=tree)
+        first = part.start + 1
+        if part.first_prev is not None and part.first_prev != prev_hex:
+            return fail(f"event {first} {NOT_FOLLOWING}", events=tree.size, event=first)
+        if part.bad_event == first and part.problem:
+            return fail(part.problem, events=tree.size, event=first)
+        if part.events and part.first_time < last_time:
+            what = f"event {first} is dated before the event preceding it"
+            return fail(what, events=tree.size, event=first)
+        while boundary is not None and boundary <= part.start + part.events:
+            upto = part.trees[boundary]
+            root = (upto if part.joined else tree.extend(upto)).root()
+            if problem := _check_signed(by_size[boundary], public_key, root):
+                return fail(
+                    f"{problem} (between events {signed_size + 1} and {boundary})",
+                    events=boundary,
+                    cp=boundary,
+                )
+            signed_size, boundary = boundary, next(boundaries, None)
+        if part.problem:
+            return fail(part.problem, events=part.start + part.events, event=part.bad_event)
+        tree = part.tree if part.joined else tree.extend(part.tree)
+        if part.events:
+            prev_hex, last_time = part.last_hash.hex(), part.last_time
     if boundary is not None:
         label = by_size[boundary][0].label
         return fail(
             f"{label} covers {boundary} events but the log holds only {tree.size}: the "
             f"newest events from {tree.size + 1} on were removed",
+            events=tree.size,
             event=tree.size + 1,
             cp=boundary,
         )

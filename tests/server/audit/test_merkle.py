@@ -91,3 +91,26 @@ def test_altered_consistency_proofs_fail(m: int, n: int) -> None:
         {"first": m + 1 if m + 1 < n else m - 1},
     ):
         assert not verify_consistency(**(ok | change)), change  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(("first", "second"), [(0, 5), (8, 7), (16, 16), (32, 1), (64, 63)])
+def test_ranges_built_apart_join_into_the_whole_tree(first: int, second: int) -> None:
+    """Leaves hashed in separate pieces (as parallel verification does) give the root of
+    hashing them in one piece, for every split at a power-of-two boundary."""
+    leaves = [leaf_hash(bytes([i % 256, i // 256])) for i in range(first + second)]
+    head, tail = CompactRange(), CompactRange()
+    for leaf in leaves[:first]:
+        head.append(leaf)
+    for leaf in leaves[first:]:
+        tail.append(leaf)
+    joined = head.extend(tail)
+    assert joined.size == first + second
+    assert joined.root() == ref.mth(leaves)
+
+
+def test_a_subtree_that_does_not_start_on_its_boundary_is_refused() -> None:
+    three = CompactRange()
+    for i in range(3):
+        three.append(leaf_hash(bytes([i])))
+    with pytest.raises(ValueError, match="starts at leaf 3"):
+        three.append_subtree(leaf_hash(b"x"), 1)

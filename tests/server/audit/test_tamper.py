@@ -4,7 +4,9 @@ bad event or the checkpoint that fails, on SQLite and PostgreSQL."""
 from __future__ import annotations
 
 import hashlib
+import sys
 from collections.abc import Callable
+from functools import partial
 
 import pytest
 from sqlalchemy import text
@@ -16,6 +18,17 @@ from tests.server.audit.factories import drop_triggers, event
 
 EVENTS = 40
 EVERY = 8  # checkpoints at 8, 16, 24, 32, 40
+
+
+@pytest.fixture(autouse=True, params=["one pass", "parallel"])
+def _passes(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every case twice: rehashed in one pass, and split into stretches of 16 events
+    rehashed by two worker processes (checkpoints fall inside stretches and on their
+    edges), which must name the same event or checkpoint."""
+    if request.param == "parallel":
+        monkeypatch.setattr(
+            sys.modules[__name__], "verify_log", partial(verify_log, workers=2, stretch=16)
+        )
 
 
 @pytest.fixture
