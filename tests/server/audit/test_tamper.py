@@ -228,3 +228,38 @@ def test_a_checkpoint_with_an_altered_root_is_named(log40: Engine, signing_key: 
 def test_verifying_with_another_key_fails_at_the_first_checkpoint(log40: Engine) -> None:
     report = verify_log(log40, SigningKey.generate().public)
     assert not report.ok and report.failed_checkpoint == EVERY
+
+
+ODD = 'quote" back\\slash tab\t nl\n ctl\x01\x1f del\x7f é € 𝄞 \u2028 \ufeff'
+
+
+def test_events_with_any_printable_text_verify_and_their_edits_are_named(
+    make_log: Callable[..., AuditLog], engine: Engine, signing_key: SigningKey
+) -> None:
+    """Quotes, escapes, non-ASCII and control characters in details and ids: intact, the
+    log verifies; one character changed in one of them, that event is named."""
+    log = make_log(checkpoint_every=4)
+    for i in range(10):
+        log.append(
+            **event(
+                resource_id=f"model é€𝄞 \"{i}\"",
+                request_id=f"r\u2028{i}",
+                details={"note": ODD, "n": i, "ratio": 0.25 + i, "nested": {"é": [ODD]}},
+            )
+        )
+    log.close()
+    assert verify_log(engine, signing_key.public).ok
+    drop_triggers(engine)
+    _sql(engine, "UPDATE audit_events SET resource_id = 'model é€𝄞 \"7\" ' WHERE seq = 7")
+    report = _verify(engine, signing_key)
+    assert report.first_bad_event == 7 and "altered" in str(report.problem)
+
+
+def test_a_column_turned_into_bytes_is_named_not_a_crash(
+    log40: Engine, signing_key: SigningKey
+) -> None:
+    if log40.dialect.name != "sqlite":
+        pytest.skip("PostgreSQL columns keep their declared types")
+    _sql(log40, "UPDATE audit_events SET actor = CAST(actor AS BLOB) WHERE seq = 12")
+    report = _verify(log40, signing_key)
+    assert report.first_bad_event == 12
