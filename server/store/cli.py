@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from contextlib import AbstractContextManager
+from datetime import timedelta
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -15,6 +16,7 @@ from fedvault.common.errors import ConfigError
 from fedvault.server.audit.service import audited_local_action
 from fedvault.server.datadir import init_data_dir, open_store
 from fedvault.server.settings import DATA_DIR_ENV, DEFAULT_DATA_DIR, ServerSettings
+from fedvault.server.store.cleanup import DEFAULT_AGE, clean_up
 from fedvault.server.store.service import ModelStore, parse_ref
 from fedvault.server.store.tables import ModelVersionPublic
 
@@ -163,6 +165,40 @@ def pull(
     with _audited(data_dir, database_url, "model.pull", "model", target.ref, sha256=target.sha256):
         v = store.pull(model_id, target.version, output)
     console.print(f"Wrote {v.ref} to [cyan]{output}[/] ({v.size} bytes, SHA-256 verified).")
+
+
+@models_app.command("clean-up")
+def clean_up_command(
+    data_dir: DataDir = DEFAULT_DATA_DIR,
+    database_url: DatabaseUrl = None,
+    older_than: Annotated[
+        int,
+        typer.Option(
+            "--older-than-minutes",
+            min=0,
+            help="Only what was left unfinished at least this long ago; a write still in "
+            "progress is younger. 0 clears everything unfinished: use it only with no "
+            "server or run writing models.",
+        ),
+    ] = int(DEFAULT_AGE.total_seconds() // 60),
+) -> None:
+    """Remove versions whose writer died before finishing, and blob files nothing uses.
+
+    Finished versions are never touched. Needed after a crash before a KEK version can
+    be retired.
+    """
+    store = _store(data_dir, database_url)
+    with _audited(
+        data_dir, database_url, "model.clean_up", "store", "blobs", older_than_minutes=older_than
+    ):
+        done = clean_up(store, older_than=timedelta(minutes=older_than))
+    if done.empty:
+        console.print("Nothing to clean up: every version is finished and every blob is used.")
+        return
+    for ref in done.versions:
+        console.print(f"Removed unfinished version [cyan]{ref}[/].")
+    for name in done.files:
+        console.print(f"Removed stray blob file [cyan]{name}[/].")
 
 
 @keys_app.command("init")

@@ -459,7 +459,8 @@ class ModelStore:
         if writing:
             raise KeyMaterialError(
                 f"{writing} version(s) are being written right now; retire KEK version "
-                f"{version} once they are stored (or, after a crash, once they are cleaned up)."
+                f"{version} once they are stored (or, after a crash, run `fedvault models "
+                "clean-up`)."
             )
         if in_use:
             raise KeyMaterialError(

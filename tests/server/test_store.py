@@ -12,6 +12,7 @@ import sys
 import textwrap
 import threading
 import time
+from datetime import timedelta
 from pathlib import Path
 
 import numpy as np
@@ -25,6 +26,7 @@ from fedvault.common.errors import (
     NotFound,
     StorageError,
 )
+from fedvault.server.store.cleanup import clean_up
 from fedvault.server.store.service import Lineage, ModelStore, parse_ref
 
 LINEAGE = Lineage(
@@ -290,6 +292,22 @@ def test_a_writer_killed_mid_write_loses_nothing_already_stored(
     assert _read(store) == b"kept"
     assert _put(store, b"after") >= 2
     assert _read(store) == b"after"
+    # What the killed writer left (its reserved version, its half-written file) is
+    # cleared; finished versions and their blobs are not.
+    blobs_before = sorted(p.name for p in store.blob_dir.rglob("*") if p.is_file())
+    assert any(name.endswith(".tmp") for name in blobs_before)
+    assert clean_up(store).empty, "nothing is an hour old yet"
+    done = clean_up(store, older_than=timedelta(0))
+    assert done.versions == ["digits-cnn:2"]
+    assert [Path(f).name for f in done.files] == [n for n in blobs_before if n.endswith(".tmp")]
+    assert [v.version for v in store.versions("digits-cnn")] == [1, 3]
+    assert _read(store, version=1) == b"kept" and _read(store) == b"after"
+    assert clean_up(store, older_than=timedelta(0)).empty
+
+
+def test_clean_up_refuses_a_negative_age(store: ModelStore) -> None:
+    with pytest.raises(ConfigError, match="must not be negative"):
+        clean_up(store, older_than=timedelta(minutes=-1))
 
 
 def test_a_long_lived_store_follows_rotation_done_elsewhere(store: ModelStore) -> None:

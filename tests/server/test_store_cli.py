@@ -8,18 +8,21 @@ import os
 import stat
 import subprocess
 import sys
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import numpy as np
 import pytest
 from rich.console import Console
 from safetensors.numpy import load_file
+from sqlmodel import Session
 from typer.testing import CliRunner
 
 from fedvault.common.errors import ConfigError, IntegrityError, KeyMaterialError, NotFound
 from fedvault.server.datadir import open_store
 from fedvault.server.settings import ServerSettings
 from fedvault.server.store.service import Lineage
+from fedvault.server.store.tables import ModelVersion
 
 runner = CliRunner()
 
@@ -150,3 +153,37 @@ def test_errors_reach_the_user_as_a_message_without_a_traceback(tmp_path: Path) 
     assert proc.returncode == 1
     assert "does not exist" in proc.stderr and "keys init" in proc.stderr
     assert "Traceback" not in proc.stderr + proc.stdout
+
+
+def test_clean_up_clears_what_a_dead_writer_left_and_unblocks_retirement(data_dir: Path) -> None:
+    """A version left `writing` (its writer killed) blocks KEK retirement until
+    `models clean-up` clears it; finished versions stay readable and a younger unfinished
+    write is left alone."""
+    store = open_store(ServerSettings(data_dir=data_dir))
+    long_ago = datetime.now(UTC) - timedelta(hours=2)
+    with Session(store.engine) as session:
+        session.add(
+            ModelVersion(model_id="credit-mlp", version=3, created_by="run-8", created_at=long_ago)
+        )
+        session.commit()
+    stray = store.blob_dir / "credit-mlp" / ".v3-0badc0de.fvb.abcd.tmp"
+    stray.write_bytes(b"half-written ciphertext")
+    os.utime(stray, (long_ago.timestamp(), long_ago.timestamp()))
+    assert _cli("keys", "rotate", "--data-dir", str(data_dir)).exit_code == 0
+    refused = _cli("keys", "retire", "1", "--data-dir", str(data_dir))
+    assert isinstance(refused.exception, KeyMaterialError)
+    assert "fedvault models clean-up" in str(refused.exception)
+
+    cleaned = _cli("models", "clean-up", "--data-dir", str(data_dir))
+    assert cleaned.exit_code == 0, cleaned.output
+    assert "credit-mlp:3" in cleaned.output and stray.name in cleaned.output
+    assert not stray.exists()
+    assert _cli("keys", "retire", "1", "--data-dir", str(data_dir)).exit_code == 0
+    assert [v.version for v in store.versions("credit-mlp")] == [1, 2]
+    again = _cli("models", "clean-up", "--data-dir", str(data_dir))
+    assert again.exit_code == 0 and "Nothing to clean up" in again.output
+
+
+def test_clean_up_refuses_a_negative_age(data_dir: Path) -> None:
+    answer = _cli("models", "clean-up", "--older-than-minutes", "-5", "--data-dir", str(data_dir))
+    assert answer.exit_code == 2 and "-5" in answer.output
