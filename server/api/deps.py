@@ -98,9 +98,13 @@ def client_address(request: Request) -> str:
     return request.client.host if request.client else "unknown"
 
 
-async def get_services(request: Request) -> Services:
+def _services(request: Request) -> Services:
     services: Services = request.app.state.services
     return services
+
+
+async def get_services(request: Request) -> Services:
+    return _services(request)
 
 
 ServicesDep = Annotated[Services, Depends(get_services)]
@@ -114,14 +118,16 @@ async def get_settings(services: ServicesDep) -> ServerSettings:
 SettingsDep = Annotated[ServerSettings, Depends(get_settings)]
 
 
-async def get_session(services: ServicesDep) -> AsyncIterator[Session]:
+async def get_session(request: Request) -> AsyncIterator[Session]:
     """One database session per request, closed when the handler returns.
 
     Closed before the response starts (``scope="function"``), so a connection is never
     held while the request's audit event is being committed. Creating and closing a
     session is cheap and needs no worker thread; the queries run in the handlers'.
     """
-    with Session(services.engine) as session:
+    # The request's own dependencies take the services from the app, not from a
+    # dependency of their own: each dependency FastAPI solves costs the event loop.
+    with Session(_services(request).engine) as session:
         yield session
 
 
@@ -135,7 +141,6 @@ def _authenticate(services: Services, token: str) -> tuple[Principal, datetime |
 
 async def current_principal(
     request: Request,
-    services: ServicesDep,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
 ) -> Principal:
     """The caller named by the request's Bearer token.
@@ -150,6 +155,7 @@ async def current_principal(
     """
     if credentials is None:
         raise AuthenticationFailed(MISSING_TOKEN)
+    services = _services(request)
     source = client_address(request)
     note = audit_state(request)
     token = credentials.credentials
@@ -226,13 +232,13 @@ def require(action: str, resource: Resolver | None = None) -> Callable[..., Awai
     async def authorized(
         request: Request,
         principal: CurrentPrincipal,
-        services: ServicesDep,
         target: Resource = Depends(resolver),  # noqa: B008 -- FastAPI's way to chain
     ) -> Resource:
-        decision = services.policy.authorize(principal, action, target)
+        policy = _services(request).policy
+        decision = policy.authorize(principal, action, target)
         note = audit_state(request)
         note.action, note.resource, note.decision = action, target, decision
-        note.policy_set = services.policy.set_hash
+        note.policy_set = policy.set_hash
         if decision.allowed:
             return target
         if _hidden(principal, target):

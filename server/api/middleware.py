@@ -207,10 +207,11 @@ class AuditMiddleware:
                     # Whatever changed (a revoked token, a new member) applies to the next
                     # request at once: forget the principals resolved so far.
                     services.principals.clear()
-                route = _template(scope) or "unmatched"  # bounded label values
-                services.metrics.requests.labels(scope["method"], route, str(status)).inc()
-                services.metrics.latency.labels(scope["method"], route).observe(
-                    time.perf_counter() - begun
+                services.metrics.observe(
+                    method=scope["method"],
+                    route=_template(scope) or "unmatched",  # bounded label values
+                    status=status,
+                    seconds=time.perf_counter() - begun,
                 )
                 if not await self._record(scope, status, services):
                     refused = True

@@ -35,6 +35,22 @@ class Metrics:
     """The API's own Prometheus metrics, in a registry per app (tests build many apps)."""
 
     registry: CollectorRegistry = field(default_factory=CollectorRegistry)
+    _children: dict[tuple[str, str, int], tuple[Counter, Histogram]] = field(
+        default_factory=dict, init=False, repr=False
+    )
+
+    def observe(self, *, method: str, route: str, status: int, seconds: float) -> None:
+        """Count one answered request and its latency (labelled series looked up once)."""
+        key = (method, route, status)
+        found = self._children.get(key)
+        if found is None:  # label values are bounded: methods, route templates, statuses
+            found = (
+                self.requests.labels(method, route, str(status)),
+                self.latency.labels(method, route),
+            )
+            self._children[key] = found
+        found[0].inc()
+        found[1].observe(seconds)
 
     def __post_init__(self) -> None:
         self.requests = Counter(

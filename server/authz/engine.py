@@ -34,6 +34,8 @@ RESOURCE_TYPES = frozenset(
 )
 _PROJECT_ATTR_TYPES = frozenset({"Run", "Model"})  # types whose schema has `project: Project`
 _PRINCIPAL_CACHE = 4096
+_DECISION_CACHE = 16384  # decisions remembered per policy set, all dropped when full
+_KEY_TYPES = frozenset({str, bool, int})
 
 
 @dataclass(frozen=True)
@@ -85,6 +87,9 @@ class _Snapshot:
     compiled: CompiledSet | None  # None: the stored set could not be loaded (deny everything)
     set_hash: str
     problem: str | None = None
+    # Decisions made under this set, by (principal, action, resource): Cedar's answer is a
+    # function of the policies, entities and request alone, and a reload starts a new dict.
+    decisions: dict[tuple[Any, ...], Decision] = field(default_factory=dict)
 
 
 def _uid(uid: Uid) -> dict[str, str]:
@@ -168,7 +173,32 @@ class PolicyEngine:
         snapshot = self._snapshot
         if snapshot.compiled is None:
             return Decision(False, (), (snapshot.problem or "no policy set loaded",))
-        p_uid, p_above, p_json = self._principal_entity(principal)
+        caller = self._principal_entity(principal)
+        key = None if context else _decision_key(caller[2], action, resource)
+        if key is not None:
+            remembered = snapshot.decisions.get(key)
+            if remembered is not None:
+                return remembered
+        decision = self._decide(
+            snapshot.compiled, caller=caller, action=action, resource=resource, context=context
+        )
+        if key is not None:
+            if len(snapshot.decisions) >= _DECISION_CACHE:
+                snapshot.decisions.clear()
+            snapshot.decisions[key] = decision
+        return decision
+
+    def _decide(
+        self,
+        compiled: CompiledSet,
+        *,
+        caller: tuple[Uid, frozenset[Uid], str],
+        action: str,
+        resource: Resource,
+        context: Mapping[str, Any] | None,
+    ) -> Decision:
+        """Cedar's decision over the statements that can apply to this request."""
+        p_uid, p_above, p_json = caller
         r_uid, r_above, r_entity = _resource_entity(resource)
         # Cedar's `in` is transitive over the entities sent: a token's owner's projects are
         # the token's ancestors too, when the owner is the caller.
@@ -176,7 +206,7 @@ class PolicyEngine:
             r_above |= p_above
         if r_uid in p_above:
             p_above |= r_above
-        policy_set, local_ids = snapshot.compiled.select(
+        policy_set, local_ids = compiled.select(
             action,
             principal=p_uid,
             principal_above=p_above,
@@ -191,7 +221,7 @@ class PolicyEngine:
             "context": json.dumps(dict(context)) if context else "{}",
         }
         result = cedarpy.is_authorized(request, policy_set, entities, schema=self._schema)
-        names = snapshot.compiled.names
+        names = compiled.names
         ids = {pid: local_ids.get(pid, pid) for pid in result.diagnostics.reasons}
         policies = tuple(sorted({names.get(pid, pid) for pid in ids.values()}))
         errors = tuple(result.diagnostics.errors)
@@ -237,9 +267,9 @@ class PolicyEngine:
                 logger.warning("Could not check the policy set for changes", exc_info=True)
                 return
             if dirty or mark != self._snapshot.mark:
-                self._snapshot = self._load()
+                self._snapshot = self._load(self._snapshot.compiled)
 
-    def _load(self) -> _Snapshot:
+    def _load(self, previous: CompiledSet | None = None) -> _Snapshot:
         with Session(self._engine) as session:
             mark = _mark(session)
             rows = store.in_force(session)
@@ -248,7 +278,9 @@ class PolicyEngine:
             digest.update(f"{row.name}\0{row.sha256}\n".encode())
         set_hash = digest.hexdigest()
         try:
-            compiled = CompiledSet({row.name: row.text for row in rows}, groups=self._groups)
+            compiled = CompiledSet(
+                {row.name: row.text for row in rows}, groups=self._groups, previous=previous
+            )
         except ValueError as e:
             problem = f"The stored policy set could not be loaded ({e}); fix or restore it."
             logger.error("%s Every request is denied until then.", problem)
@@ -263,6 +295,21 @@ def _mark(session: Session) -> tuple[int, int | None]:
         select(func.count(PolicyVersion.id), func.max(PolicyVersion.id))  # type: ignore[arg-type]
     ).one()
     return int(count), newest
+
+
+def _decision_key(caller: str, action: str, resource: Resource) -> tuple[Any, ...] | None:
+    """Everything a decision depends on besides the policies (``caller``: the principal's
+    entity JSON), or None for attribute values other than str, bool and int.
+
+    Types are part of the key: ``True == 1`` in Python, not in Cedar's schema.
+    """
+    attrs = []
+    for name, value in resource.attrs.items():
+        if type(value) not in _KEY_TYPES:
+            return None
+        attrs.append((name, type(value), value))
+    attrs.sort()
+    return (caller, action, resource.type, resource.id, resource.project, tuple(attrs))
 
 
 def _resource_entity(resource: Resource) -> tuple[Uid, frozenset[Uid], dict[str, Any]]:

@@ -133,6 +133,47 @@ def test_a_corrupt_stored_set_denies_everything(db: sqlalchemy.Engine) -> None:
     assert "could not be loaded" in decision.errors[0] and "junk" in decision.errors[0]
 
 
+def test_a_repeated_decision_follows_policy_edits(
+    db: sqlalchemy.Engine, policy: PolicyEngine
+) -> None:
+    """Decisions remembered under one policy set never outlive an edit of that set."""
+    for _ in range(2):
+        assert not policy.authorize(BOB, "model:read", model("alpha")).allowed
+    _put(db, policy, "bob-reads-alpha", ALPHA_FOR_BOB)
+    for _ in range(2):
+        assert policy.authorize(BOB, "model:read", model("alpha")).policies == ("bob-reads-alpha",)
+    _put(db, policy, "bob-reads-alpha", ALPHA_FOR_BOB.replace('"alpha"', '"gamma"'))
+    assert not policy.authorize(BOB, "model:read", model("alpha")).allowed
+    assert policy.authorize(BOB, "model:read", model("gamma")).allowed
+    with Session(db) as session:
+        store.delete(session, name="bob-reads-alpha", deleted_by="root")
+    assert not policy.authorize(BOB, "model:read", model("gamma")).allowed
+
+
+def test_a_reload_keeps_applying_the_policies_that_did_not_change(
+    db: sqlalchemy.Engine, policy: PolicyEngine
+) -> None:
+    operator = user("site_operator", "oscar", site="hospital-a")
+    assert policy.authorize(operator, "site:read", Resource("Site", "hospital-a")).allowed
+    _put(db, policy, "bob-reads-alpha", ALPHA_FOR_BOB)
+    assert policy.authorize(operator, "site:read", Resource("Site", "hospital-a")).allowed
+    assert not policy.authorize(operator, "site:read", Resource("Site", "hospital-b")).allowed
+    assert not policy.authorize(
+        user("admin", "root"), "model:download", model(export_allowed=False)
+    ).allowed
+
+
+def test_an_attribute_of_the_wrong_type_is_refused_after_a_right_one(policy: PolicyEngine) -> None:
+    """``True == 1`` in Python; a remembered decision for True must not answer for 1."""
+    admin = user("admin", "root")
+    allowed = Resource("Model", "m", project="alpha", attrs={"export_allowed": True})
+    assert policy.authorize(admin, "model:download", allowed).allowed
+    wrong = Resource("Model", "m", project="alpha", attrs={"export_allowed": 1})
+    decision = policy.authorize(admin, "model:download", wrong)
+    assert not decision.allowed
+    assert any("export_allowed" in error for error in decision.errors), decision.errors
+
+
 def test_check_interval_must_not_be_negative(db: sqlalchemy.Engine) -> None:
     with pytest.raises(ConfigError, match="check_interval"):
         PolicyEngine(engine=db, check_interval=-1)
