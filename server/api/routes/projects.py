@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Request, status
@@ -117,6 +118,30 @@ def read(
     return _public(session, project_id)
 
 
+def _change_member(
+    session: SessionDep,
+    request: Request,
+    *,
+    project_id: str,
+    user_id: str,
+    change: str,
+    apply: Callable[[], object],
+    missing: Callable[[], Exception],
+) -> ProjectPublic:
+    """The project after ``apply`` adds or removes ``user_id``; ``missing`` is the error
+    when the user is not there to add or remove."""
+    try:
+        get_project(session, project_id)
+    except NotFound:
+        raise not_found("Project", project_id) from None
+    audit_note(request, member=user_id, change=change)
+    try:
+        apply()
+    except NotFound:
+        raise missing() from None
+    return _public(session, project_id)
+
+
 @router.put("/projects/{project_id}/members/{user_id}", response_model=ProjectPublic)
 def put_member(
     project_id: IdPath,
@@ -127,13 +152,15 @@ def put_member(
     _: Annotated[Resource, Depends(require("project:update", project_resolver))],
 ) -> ProjectPublic:
     """Make a user a member of the project (no change if they are one already)."""
-    _public(session, project_id)
-    audit_note(request, member=user_id, change="add")
-    try:
-        add_member(session, project_id=project_id, user_id=user_id, by=principal.id)
-    except NotFound:
-        raise not_found("User", user_id) from None
-    return _public(session, project_id)
+    return _change_member(
+        session,
+        request,
+        project_id=project_id,
+        user_id=user_id,
+        change="add",
+        apply=lambda: add_member(session, project_id=project_id, user_id=user_id, by=principal.id),
+        missing=lambda: not_found("User", user_id),
+    )
 
 
 @router.delete("/projects/{project_id}/members/{user_id}", response_model=ProjectPublic)
@@ -146,10 +173,14 @@ def delete_member(
     _: Annotated[Resource, Depends(require("project:update", project_resolver))],
 ) -> ProjectPublic:
     """Remove a user from the project."""
-    _public(session, project_id)
-    audit_note(request, member=user_id, change="remove")
-    try:
-        remove_member(session, project_id=project_id, user_id=user_id, by=principal.id)
-    except NotFound:
-        raise NotFound(f"'{user_id}' is not a member of the project '{project_id}'.") from None
-    return _public(session, project_id)
+    return _change_member(
+        session,
+        request,
+        project_id=project_id,
+        user_id=user_id,
+        change="remove",
+        apply=lambda: remove_member(
+            session, project_id=project_id, user_id=user_id, by=principal.id
+        ),
+        missing=lambda: NotFound(f"'{user_id}' is not a member of the project '{project_id}'."),
+    )
