@@ -117,19 +117,24 @@ def open_services(settings: ServerSettings) -> Services:
     except BaseException:
         engine.dispose()
         raise
+    policy = None
     try:
+        policy = PolicyEngine(engine=engine)
+        policy.watch()  # decisions on the event loop never wait for the change check
         return Services(
             settings=settings,
             engine=engine,
             audit=audit,
             store=open_store(settings),
-            policy=PolicyEngine(engine=engine),
+            policy=policy,
             pepper=load_pepper(settings),
             limiter=FailedLoginLimiter(per_minute=settings.auth_failures_per_minute),
             principals=PrincipalCache(ttl=settings.auth_cache_seconds),
             federation=control_from_settings(settings),
         )
     except BaseException:
+        if policy is not None:
+            policy.close()
         audit.close()
         audit.engine.dispose()
         engine.dispose()
@@ -138,6 +143,7 @@ def open_services(settings: ServerSettings) -> Services:
 
 def close_services(services: Services) -> None:
     """Commit what the audit log holds, then release database connections."""
+    services.policy.close()
     services.audit.close()
     services.audit.engine.dispose()
     services.store.engine.dispose()

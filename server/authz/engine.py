@@ -100,7 +100,9 @@ class PolicyEngine:
     """Parsed policy set + schema, cached; reloads when the set in the database changes.
 
     Changes made by any process are seen within ``check_interval`` seconds (one cheap query
-    per interval); ``invalidate`` makes the next decision reload at once.
+    per interval); ``invalidate`` makes the next decision reload at once. By default the
+    decision that finds the interval over does the check; after ``watch`` a background
+    thread does it, so decisions made on an event loop never wait on the database.
     """
 
     def __init__(self, *, engine: sqlalchemy.Engine, check_interval: float = 1.0):
@@ -116,7 +118,29 @@ class PolicyEngine:
         self._dirty = False
         self._next_check = time.monotonic() + check_interval
         self._principals: dict[Principal, tuple[Uid, frozenset[Uid], str]] = {}
+        self._watcher: threading.Thread | None = None
+        self._stop = threading.Event()
         self._snapshot = self._load()
+
+    def watch(self) -> None:
+        """Check for changes in a background thread from now on (until ``close``)."""
+        if self._watcher is not None or self._check_interval == 0:
+            return
+        self._watcher = threading.Thread(target=self._watch, name="fedvault-policies", daemon=True)
+        self._watcher.start()
+
+    def close(self) -> None:
+        """Stop the background checks, if ``watch`` started them."""
+        self._stop.set()
+        if self._watcher is not None:
+            self._watcher.join()
+
+    def _watch(self) -> None:
+        while not self._stop.wait(self._check_interval):
+            try:
+                self._refresh(check=True)
+            except Exception:  # a reload that fails keeps the set in force
+                logger.warning("Could not reload the policy set", exc_info=True)
 
     @property
     def set_hash(self) -> str:
@@ -251,12 +275,16 @@ class PolicyEngine:
         self._principals[principal] = cached
         return cached
 
-    def _refresh(self) -> None:
+    def _due(self, now: float) -> bool:
+        return self._watcher is None and now >= self._next_check
+
+    def _refresh(self, *, check: bool = False) -> None:
+        """Reload if invalidated, or if the set changed and a check is due (or ``check``)."""
         now = time.monotonic()
-        if not self._dirty and now < self._next_check:
+        if not self._dirty and not check and not self._due(now):
             return
         with self._lock:
-            if not self._dirty and now < self._next_check:
+            if not self._dirty and not check and not self._due(now):
                 return
             dirty, self._dirty = self._dirty, False
             self._next_check = now + self._check_interval

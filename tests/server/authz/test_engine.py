@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import random
 import time
+from unittest.mock import patch
 
 import cedarpy
 import pytest
@@ -36,6 +37,27 @@ def test_an_edit_takes_effect_in_another_process_within_the_interval(
     decision = reader.authorize(BOB, "model:read", model("alpha"))
     assert decision.allowed
     assert decision.policies == ("bob-reads-alpha",)
+
+
+def test_a_watching_engine_picks_up_an_edit_without_any_decision_waiting_for_it(
+    db: sqlalchemy.Engine,
+) -> None:
+    """With ``watch`` (as the API server runs it) a background thread notices the edit, so
+    the decision after it is made with the new set and no database check of its own."""
+    reader = PolicyEngine(engine=db, check_interval=0.1)
+    reader.watch()
+    try:
+        writer = PolicyEngine(engine=db, check_interval=60)
+        assert not reader.authorize(BOB, "model:read", model("alpha")).allowed
+        _put(db, writer, "bob-reads-alpha", ALPHA_FOR_BOB)
+        writer.invalidate()
+        deadline = time.monotonic() + 5
+        while reader.set_hash != writer.set_hash and time.monotonic() < deadline:
+            time.sleep(0.05)
+        with patch.object(reader, "_engine", None):  # no database reachable from here on
+            assert reader.authorize(BOB, "model:read", model("alpha")).allowed
+    finally:
+        reader.close()
 
 
 def test_the_engine_that_made_the_edit_can_apply_it_at_once(db: sqlalchemy.Engine) -> None:
