@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import logging
-import sqlite3
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -17,12 +15,9 @@ from fedvault.server.audit.merkle import CompactRange
 
 __all__ = ["NOT_FOLLOWING", "Scan", "iter_rows", "scan", "scan_url"]
 
-log = logging.getLogger("fedvault.server.audit")
-
 _CHUNK = 20_000
 NOT_FOLLOWING = "does not follow the event before it (reordered, inserted or removed)"
 _ROW = (*EVENT_COLUMNS, "prev_hash", "hash")
-_NULLABLE = frozenset({"project", "policy", "source", "request_id"})
 
 
 def iter_rows(
@@ -80,52 +75,6 @@ class Scan:
         return self.tree.size - (self.start if self.joined else 0)
 
 
-def _json_in_sql() -> str:
-    """SQLite building an event's canonical JSON itself, as ``event_json`` does.
-
-    ``json_object`` writes keys in the order given, without spaces, and escapes strings as
-    Python's encoder does, so an intact event's text is the one that was hashed. Where it
-    might not be (another SQLite), nothing is lost: a text whose hash does not match is
-    rebuilt in Python before the event is called altered, and equal texts always mean
-    equal fields, however they were written.
-    """
-    pairs = (f"'{c}', {'json(details)' if c == 'details' else c}" for c in sorted(EVENT_COLUMNS))
-    # A value stored as another type (a BLOB of the same bytes, say) goes to Python, and
-    # so do details that json() would rewrite (other spacing, say): they must be hashed
-    # exactly as stored.
-    typed = " AND ".join(
-        f"typeof({c}) IN ('text', 'null')" if c in _NULLABLE else f"typeof({c}) = 'text'"
-        for c in EVENT_COLUMNS[1:]
-    )
-    return f"CASE WHEN {typed} AND json(details) = details THEN json_object({', '.join(pairs)}) END"
-
-
-_SQL_JSON = _json_in_sql()
-
-
-def _python_json(row: Any) -> str | None:
-    try:
-        return event_json(*row[:13])
-    except (TypeError, UnicodeEncodeError):
-        return None
-
-
-def _events(engine: Engine, *, after: int | None, upto: int | None, in_sql: bool) -> Iterator[Any]:
-    """``(seq, canonical JSON or None, time, prev_hash, hash)`` of each event in order."""
-    if in_sql:
-        columns = ("seq", _SQL_JSON, "time", "prev_hash", "hash")
-        yield from iter_rows(engine, columns, after=after, upto=upto)
-        return
-    for row in iter_rows(engine, _ROW, after=after, upto=upto):
-        yield row[0], _python_json(row), row[1], row[13], row[14]
-
-
-def _rebuilt(engine: Engine, seq: int) -> str | None:
-    """The event's canonical JSON built in Python from its columns."""
-    rows = list(iter_rows(engine, _ROW, after=seq - 1, upto=seq))
-    return _python_json(rows[0]) if rows else None
-
-
 def scan(
     engine: Engine,
     *,
@@ -143,23 +92,6 @@ def scan(
     """
     if before is not None and before.size != start:
         raise ValueError(f"The range before event {start + 1} must cover {start} events.")
-    if engine.dialect.name == "sqlite":
-        try:
-            return _scan(engine, start, end, boundaries, before, in_sql=True)
-        except sqlite3.Error as e:  # a column SQLite cannot quote (a BLOB put there)
-            log.debug("Rehashing events after %d in Python: %s", start, e)
-    return _scan(engine, start, end, boundaries, before, in_sql=False)
-
-
-def _scan(
-    engine: Engine,
-    start: int,
-    end: int | None,
-    boundaries: frozenset[int],
-    before: CompactRange | None,
-    *,
-    in_sql: bool,
-) -> Scan:
     result = Scan(start, CompactRange() if before is None else before.copy(), before is not None)
     tree, trees = result.tree, result.trees
     sha256, expected, prev, last_time = hashlib.sha256, start + 1, b"", ""
@@ -169,9 +101,8 @@ def _scan(
         result.bad_event, result.problem = seq, problem
         return result
 
-    for seq, text, time, row_prev, row_hash in _events(
-        engine, after=start or None, upto=end, in_sql=in_sql
-    ):
+    for row in iter_rows(engine, _ROW, after=start or None, upto=end):
+        seq = row[0]
         if seq != expected:
             if isinstance(seq, int) and seq > expected:
                 return fail(
@@ -180,24 +111,25 @@ def _scan(
                 )
             return fail(expected, f"an event numbered {seq!r} was inserted before event {expected}")
         if prev_hex is None:  # the first event: its link is checked by the caller
-            result.first_prev, result.first_time = row_prev, time
+            result.first_prev, result.first_time = row[13], row[1]
             try:
-                prev = bytes.fromhex(row_prev)
+                prev = bytes.fromhex(row[13])
             except (TypeError, ValueError):
                 return fail(seq, f"event {seq} {NOT_FOLLOWING}")
-            prev_hex, last_time = row_prev, time
-        digest = b"" if text is None else sha256(b"\x00" + prev + text.encode()).digest()
-        if digest.hex() != row_hash and in_sql and (text := _rebuilt(engine, seq)) is not None:
-            digest = sha256(b"\x00" + prev + text.encode()).digest()
-        if digest.hex() != row_hash or row_prev != prev_hex:
+            prev_hex, last_time = row[13], row[1]
+        try:
+            digest = sha256(b"\x00" + prev + event_json(*row[:13]).encode()).digest()
+        except (TypeError, UnicodeEncodeError):
+            digest = b""
+        if digest.hex() != row[14] or row[13] != prev_hex:
             reason = (
-                NOT_FOLLOWING if row_prev != prev_hex else "does not match its hash: it was altered"
+                NOT_FOLLOWING if row[13] != prev_hex else "does not match its hash: it was altered"
             )
             return fail(seq, f"event {seq} {reason}")
-        if time < last_time:
+        if row[1] < last_time:
             return fail(seq, f"event {seq} is dated before the event preceding it")
         tree.append(digest)
-        prev, prev_hex, last_time = digest, row_hash, time
+        prev, prev_hex, last_time = digest, row[14], row[1]
         if seq in boundaries:
             trees[seq] = tree.copy()
         expected += 1
