@@ -221,8 +221,8 @@ class CompiledSet:
                 ("principal", action_index.by_principal),
             ):
                 for uid in filed:
-                    members = tuple(sorted(shared[general, (side, uid)]))
-                    action_index.sets[side, uid] = self._build(general, members, previous)
+                    chosen = tuple(sorted(shared[general, (side, uid)]))
+                    action_index.sets[side, uid] = self._build(general, chosen, previous)
         self._empty = self._build((), (), previous)
 
     def select(

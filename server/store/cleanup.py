@@ -71,7 +71,7 @@ def clean_up(store: ModelStore, *, older_than: timedelta = DEFAULT_AGE) -> Clean
 
 def _stray_files(store: ModelStore, referenced: set[str], *, before: float) -> list[str]:
     """Delete blob files (finished or half-written temporaries) that no row names."""
-    stray = []
+    stray: list[str] = []
     if not store.blob_dir.is_dir():
         return stray
     for path in sorted(store.blob_dir.rglob("*")):

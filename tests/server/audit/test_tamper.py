@@ -242,7 +242,7 @@ def test_events_with_any_printable_text_verify_and_their_edits_are_named(
     for i in range(10):
         log.append(
             **event(
-                resource_id=f"model é€𝄞 \"{i}\"",
+                resource_id=f'model é€𝄞 "{i}"',
                 request_id=f"r\u2028{i}",
                 details={"note": ODD, "n": i, "ratio": 0.25 + i, "nested": {"é": [ODD]}},
             )
