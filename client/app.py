@@ -5,17 +5,28 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 
-from flwr.app import ArrayRecord, ConfigRecord, Context, Error, Message, MetricRecord, RecordDict
+from flwr.app import (
+    Array,
+    ArrayRecord,
+    ConfigRecord,
+    Context,
+    Error,
+    Message,
+    MetricRecord,
+    RecordDict,
+)
 from flwr.clientapp import ClientApp
 
 from fedvault.client.local_round import load_global_model, train_round
 from fedvault.client.run_privacy import RunPrivacy
+from fedvault.client.shared_stats import release_feature_sum
 from fedvault.client.site_data import SiteData, load_site_data
-from fedvault.client.site_guard import guarded_round, open_site
+from fedvault.client.site_guard import guarded_release, guarded_round, open_site
 from fedvault.common.device import pick_device
 from fedvault.common.errors import ConfigError
 from fedvault.common.evaluation import evaluate
-from fedvault.common.protocol import ARRAYS, CONFIG, METRICS, SITE, error_code_for
+from fedvault.common.feature_stats import SharedScaling
+from fedvault.common.protocol import ARRAYS, CONFIG, METRICS, SCALING, SITE, STATS, error_code_for
 from fedvault.common.run_config import RunSettings
 
 __all__ = ["app"]
@@ -53,14 +64,79 @@ def _answer_errors(handler: Handler) -> Handler:
     return wrapped
 
 
-def _setup(msg: Message, context: Context) -> tuple[RunSettings, SiteData, int]:
+def _scaling(msg: Message, settings: RunSettings) -> SharedScaling | None:
+    """The shared scaling the server sent, required when the run uses shared statistics."""
+    if not settings.shared_stats:
+        return None
+    if SCALING not in msg.content.array_records:
+        raise ConfigError(
+            "This run scales features by shared statistics (feature-stats-noise > 0) but "
+            "the server sent none; the ServerApp must collect them before training."
+        )
+    center = msg.content.array_records[SCALING]["center"].numpy()
+    return SharedScaling(transform=settings.feature_transform, center=center)
+
+
+def _setup(
+    msg: Message, context: Context, *, scaled: bool = True
+) -> tuple[RunSettings, SiteData, int]:
     settings = RunSettings.from_run_config(context.run_config)
     input_shape, num_classes = settings.model_io()
     data = load_site_data(
-        context.node_config, settings, input_shape=input_shape, num_classes=num_classes
+        context.node_config,
+        settings,
+        input_shape=input_shape,
+        num_classes=num_classes,
+        scaling=_scaling(msg, settings) if scaled else None,
     )
     server_round = int(msg.content[CONFIG]["server-round"])  # type: ignore[arg-type]
     return settings, data, server_round
+
+
+@app.query()
+@_answer_errors
+def share_feature_stats(msg: Message, context: Context) -> Message:
+    """Release this site's noisy feature sum for the run's shared scaling (once per run)."""
+    settings, data, _ = _setup(msg, context, scaled=False)
+    partition = int(context.node_config.get("partition-id", 0))
+    site = open_site(context.node_config)
+    if site is not None:
+        release = guarded_release(
+            site,
+            settings=settings,
+            data=data,
+            run_id=settings.run_name or f"flower-{msg.metadata.run_id}",
+            partition=partition,
+        )
+    elif context.node_config.get("insecure-no-ledger") is True:
+        log.warning("INSECURE: insecure-no-ledger is set; no privacy ledger applies.")
+        privacy = RunPrivacy.load(context.state)
+        release = release_feature_sum(
+            settings=settings, data=data, privacy=privacy, partition=partition
+        )
+        privacy.save(context.state)
+    else:
+        raise ConfigError(
+            "This SuperNode has no site-dir, so no site policy or privacy ledger can protect "
+            "its data; start it with `fedvault site run` (or `fedvault site init` first)."
+        )
+    content = RecordDict(
+        {
+            STATS: ArrayRecord({"sum": Array(release.feature_sum)}),
+            METRICS: MetricRecord(
+                {
+                    "num-examples": release.num_examples,
+                    "epsilon": release.epsilon,
+                    "delta": release.delta,
+                    "noise-multiplier": settings.feature_stats_noise,
+                    "sample-rate": 1.0,
+                    "steps": 1,
+                }
+            ),
+            SITE: ConfigRecord({"name": data.name}),
+        }
+    )
+    return Message(content, reply_to=msg)
 
 
 @app.train()

@@ -148,6 +148,15 @@ class PrivacyLedger:
         with self._connect() as db:
             return self._steps(db, dataset, run_id)
 
+    def trained_rounds(self, dataset: str, run_id: str) -> int:
+        """How many DP-SGD rounds (not releases before training) a run recorded here."""
+        with self._connect() as db:
+            row = db.execute(
+                "SELECT COUNT(*) FROM spends WHERE dataset = ? AND run_id = ? AND round > 0",
+                (dataset, run_id),
+            ).fetchone()
+        return int(row[0])
+
     def run_noise(self, dataset: str, run_id: str) -> float | None:
         """The noise multiplier a run fixed on its first round here, if it has one."""
         with self._connect() as db:
@@ -220,11 +229,15 @@ class PrivacyLedger:
         max_run_epsilon: float,
         max_total_epsilon: float,
         budget_delta: float,
+        fix_run_noise: bool = True,
     ) -> Reservation:
         """Check this round against the limits and record it, atomically.
 
         The run's epsilon uses the run's delta and accountant. The dataset's total is always
         measured the site's way, whatever each run chose: RDP at ``budget_delta``.
+        A release before training (shared feature statistics) is recorded as round 0 with
+        ``fix_run_noise=False``: it counts against every limit but does not fix the noise
+        the run's DP-SGD rounds use.
 
         Raises:
             PrivacyBudgetExceeded: the round would pass a limit; the refusal is recorded.
@@ -255,11 +268,12 @@ class PrivacyLedger:
                     (dataset, run_id, server_round, reason, _now()),
                 )
             else:
-                db.execute(
-                    "INSERT OR IGNORE INTO runs (dataset, run_id, noise_multiplier, started_at) "
-                    "VALUES (?, ?, ?, ?)",
-                    (dataset, run_id, step.noise_multiplier, _now()),
-                )
+                if fix_run_noise:
+                    db.execute(
+                        "INSERT OR IGNORE INTO runs (dataset, run_id, noise_multiplier, "
+                        "started_at) VALUES (?, ?, ?, ?)",
+                        (dataset, run_id, step.noise_multiplier, _now()),
+                    )
                 cursor = db.execute(
                     "INSERT INTO spends (dataset, run_id, round, noise_multiplier, sample_rate, "
                     "steps, delta, accountant, run_epsilon, dataset_epsilon, state, created_at) "

@@ -45,7 +45,11 @@ def load_global_model(
 def round_noise(
     settings: RunSettings, privacy: RunPrivacy, *, num_examples: int, delta: float
 ) -> float:
-    """The run's noise multiplier: given, or calibrated once so every round fits the target."""
+    """The run's noise multiplier: given, or calibrated once so every round fits the target.
+
+    Calibrated with whatever ``privacy`` already holds (the shared feature statistics'
+    release) composed in, so that release and every round together fit the target.
+    """
     if privacy.noise_multiplier is not None:
         return privacy.noise_multiplier
     dp = settings.dp
@@ -53,12 +57,15 @@ def round_noise(
         return dp.noise_multiplier
     assert dp.target_epsilon is not None  # DPConfig guarantees one of the two
     per_epoch = steps_per_epoch(num_examples, settings.batch_size)
+    # Releases made before training (shared feature statistics) are already in the
+    # history; DP-SGD gets what the target leaves after them.
     return noise_for_target(
         target_epsilon=dp.target_epsilon,
         delta=delta,
         sample_rate=1.0 / per_epoch,
         steps=settings.num_server_rounds * settings.local_epochs * per_epoch,
         accountant=dp.accountant,
+        prior=privacy.history,
     )
 
 

@@ -3,16 +3,18 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from torch.utils.data import TensorDataset
 
-from fedvault.common.data import BUNDLED, Dataset, Standardizer, check_fits, load_dataset
+from fedvault.common.data import BUNDLED, Standardizer, check_fits, load_dataset
 from fedvault.common.data import stratified_split as _split
 from fedvault.common.errors import ConfigError
+from fedvault.common.feature_stats import SharedScaling, transform_features
 from fedvault.common.partition import shared_split, site_partition
 from fedvault.common.run_config import RunSettings
 
@@ -21,16 +23,22 @@ __all__ = ["SiteData", "load_site_data"]
 
 @dataclass(frozen=True)
 class SiteData:
-    """One site's standardized train and test sets (standardization fitted on train only)."""
+    """One site's scaled train and test sets.
+
+    Scaled by the run's shared scaling when it has one, else standardized on the site's own
+    training split. ``features`` is the training split after the run's feature transform,
+    before any centring: what shared feature statistics are computed from.
+    """
 
     name: str
     train: TensorDataset
     test: TensorDataset
     dataset_id: str = ""
+    features: np.ndarray = field(default_factory=lambda: np.zeros((0, 0), np.float32))
 
 
-def _tensors(ds: Dataset, scaler: Standardizer) -> TensorDataset:
-    return TensorDataset(torch.from_numpy(scaler.transform(ds.x)), torch.from_numpy(ds.y))
+def _tensors(x: np.ndarray, y: np.ndarray) -> TensorDataset:
+    return TensorDataset(torch.from_numpy(x), torch.from_numpy(y))
 
 
 def load_site_data(
@@ -39,8 +47,13 @@ def load_site_data(
     *,
     input_shape: tuple[int, ...],
     num_classes: int,
+    scaling: SharedScaling | None = None,
 ) -> SiteData:
     """Load what this site trains on.
+
+    Features go through the run's ``feature-transform``, then are centred by ``scaling``
+    (shared by every site and the server) when given, or else standardized on the site's
+    own training split.
 
     Node config keys: ``data-path`` (the site's own CSV/NPZ; default: the run's bundled
     dataset), ``label-column`` (CSV label column, default ``label``), ``dataset-id`` (what
@@ -49,7 +62,7 @@ def load_site_data(
 
     Raises:
         DataError: the data cannot be read or does not fit the run's model.
-        ConfigError: an inconsistent node config.
+        ConfigError: an inconsistent node config, or a scaling for another transform.
     """
     source = str(node_config.get("data-path", "") or settings.dataset)
     ds = load_dataset(
@@ -76,15 +89,27 @@ def load_site_data(
         )
     site_seed = settings.seed + 1 + int(node_config.get("partition-id", 0))
     train, test = _split(ds, test_fraction=settings.test_fraction, seed=site_seed)
-    scaler = Standardizer.fit(train.x)
+    features = transform_features(train.x, settings.feature_transform)
+    test_x = transform_features(test.x, settings.feature_transform)
+    if scaling is not None:
+        if scaling.transform != settings.feature_transform:
+            raise ConfigError(
+                f"The shared scaling is for feature-transform {scaling.transform!r} but the "
+                f"run uses {settings.feature_transform!r}."
+            )
+        train_x, test_x = scaling.apply(train.x), scaling.apply(test.x)
+    else:
+        scaler = Standardizer.fit(features)
+        train_x, test_x = scaler.transform(features), scaler.transform(test_x)
     name = str(
         node_config.get("site-name", "") or f"partition-{node_config.get('partition-id', 0)}"
     )
     return SiteData(
         name=name,
-        train=_tensors(train, scaler),
-        test=_tensors(test, scaler),
+        train=_tensors(train_x, train.y),
+        test=_tensors(test_x, test.y),
         dataset_id=_dataset_id(node_config, source),
+        features=features,
     )
 
 

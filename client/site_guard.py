@@ -16,14 +16,16 @@ from fedvault.client.ledger import LEDGER_FILE, PrivacyLedger
 from fedvault.client.local_round import RoundOutcome, round_noise, train_round
 from fedvault.client.policy import POLICY_FILE, SitePolicy
 from fedvault.client.run_privacy import RunPrivacy
+from fedvault.client.shared_stats import FeatureRelease, release_feature_sum
 from fedvault.client.site_data import SiteData
 from fedvault.client.training import steps_per_epoch
-from fedvault.common.errors import ConfigError, FedvaultError, KeyMaterialError
+from fedvault.common.errors import ConfigError, FedvaultError, KeyMaterialError, PolicyRefused
+from fedvault.common.feature_stats import feature_stats_step
 from fedvault.common.files import create_private, read_private
 from fedvault.common.privacy import PrivacyStep
 from fedvault.common.run_config import RunSettings
 
-__all__ = ["Site", "guarded_round", "open_site", "site_secret"]
+__all__ = ["Site", "guarded_release", "guarded_round", "open_site", "site_secret"]
 
 log = logging.getLogger("fedvault.client")
 
@@ -93,7 +95,7 @@ def guarded_round(
     delta = settings.dp.delta_for(n)
     privacy = RunPrivacy(ledger.run_noise(dataset, run_id), ledger.history(dataset, run_id))
     # Rounds are counted from the ledger, not from the round number the server sends.
-    policy.check_run(settings, server_round=len(privacy.history) + 1)
+    policy.check_run(settings, server_round=ledger.trained_rounds(dataset, run_id) + 1)
     noise = round_noise(settings, privacy, num_examples=n, delta=delta)
     policy.check_round(noise_multiplier=noise, delta=delta)
     per_epoch = steps_per_epoch(n, settings.batch_size)
@@ -144,3 +146,61 @@ def guarded_round(
     outcome.metrics["dataset-epsilon"] = reservation.dataset_epsilon
     outcome.metrics["allow-export"] = int(policy.allow_export)
     return outcome
+
+
+def guarded_release(
+    site: Site,
+    *,
+    settings: RunSettings,
+    data: SiteData,
+    run_id: str,
+    partition: int = 0,
+) -> FeatureRelease:
+    """Release the shared feature statistics only if the policy and budget allow it.
+
+    Reserved in the ledger as round 0 before anything is computed, and marked spent
+    before the sums leave the site, like a training round.
+
+    Raises:
+        PolicyRefused: the policy refuses the run or the release's noise, or the run has
+            already released or trained here.
+        PrivacyBudgetExceeded: the release would pass a per-run or per-dataset limit.
+    """
+    policy, ledger, dataset = site.policy, site.ledger, data.dataset_id
+    policy.check_run(settings, server_round=1)
+    delta = settings.dp.delta_for(len(data.train))
+    policy.check_round(noise_multiplier=settings.feature_stats_noise, delta=delta)
+    privacy = RunPrivacy(ledger.run_noise(dataset, run_id), ledger.history(dataset, run_id))
+    if privacy.history:
+        raise PolicyRefused(
+            f"run {run_id} already has privacy spend recorded on {dataset}; shared feature "
+            "statistics are released once per run, before any training"
+        )
+    reservation = ledger.reserve(
+        dataset=dataset,
+        run_id=run_id,
+        server_round=0,
+        step=feature_stats_step(settings.feature_stats_noise),
+        delta=delta,
+        accountant=settings.dp.accountant,
+        max_run_epsilon=policy.max_run_epsilon,
+        max_total_epsilon=policy.max_total_epsilon,
+        budget_delta=policy.max_delta,
+        fix_run_noise=False,
+    )
+    try:
+        release = release_feature_sum(
+            settings=settings, data=data, privacy=privacy, partition=partition, secret=site.secret
+        )
+    except BaseException:
+        ledger.release(reservation)  # nothing left the site
+        raise
+    ledger.commit(reservation)
+    log.info(
+        "Feature statistics of run %s on %s: epsilon %.3f for the run, %.3f for the dataset",
+        run_id,
+        dataset,
+        reservation.run_epsilon,
+        reservation.dataset_epsilon,
+    )
+    return release

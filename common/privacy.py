@@ -135,12 +135,30 @@ def epsilon_spent(
 
 
 def noise_for_target(
-    *, target_epsilon: float, delta: float, sample_rate: float, steps: int, accountant: str = "prv"
+    *,
+    target_epsilon: float,
+    delta: float,
+    sample_rate: float,
+    steps: int,
+    accountant: str = "prv",
+    prior: Sequence[PrivacyStep] = (),
 ) -> float:
-    """The smallest noise multiplier keeping ``steps`` steps at ``sample_rate`` within target."""
+    """The smallest noise multiplier keeping ``steps`` steps at ``sample_rate`` within target.
+
+    ``prior`` are releases already made in the same run (shared feature statistics): the
+    steps are calibrated so that their composition with ``prior`` stays within target.
+    """
     if steps < 1 or not 0 < sample_rate <= 1:
         raise PrivacyConfigError(
             f"Cannot calibrate noise for {steps} steps at sample rate {sample_rate}."
+        )
+    if prior:
+        return _noise_after(
+            target_epsilon=target_epsilon,
+            delta=delta,
+            step=PrivacyStep(1.0, sample_rate, steps),
+            accountant=accountant,
+            prior=list(prior),
         )
     from opacus.accountants.utils import get_noise_multiplier
 
@@ -161,3 +179,41 @@ def noise_for_target(
             f"{steps} steps at sample rate {sample_rate:.4f}: {e}. Raise target-epsilon, or "
             "lower the rounds, local epochs or batch size."
         ) from e
+
+
+def _noise_after(
+    *,
+    target_epsilon: float,
+    delta: float,
+    step: PrivacyStep,
+    accountant: str,
+    prior: list[PrivacyStep],
+) -> float:
+    """Bisect (in log space) for the smallest noise of ``step`` that fits after ``prior``."""
+    already = epsilon_spent(prior, delta=delta, accountant=accountant)
+    if already >= target_epsilon:
+        raise PrivacyConfigError(
+            f"The releases made before training already spend epsilon {already:.3f} of the "
+            f"target {target_epsilon}: nothing is left for DP-SGD. Raise feature-stats-noise "
+            "or target-epsilon."
+        )
+
+    def spent(noise: float) -> float:
+        trial = PrivacyStep(noise, step.sample_rate, step.steps)
+        return epsilon_spent([*prior, trial], delta=delta, accountant=accountant)
+
+    low, high = 0.05, 1.0
+    while spent(high) > target_epsilon:
+        low, high = high, high * 2
+        if high > 1e4:
+            raise PrivacyConfigError(
+                f"No noise multiplier reaches epsilon {target_epsilon} at delta {delta:.1e} "
+                f"after the earlier releases; raise target-epsilon or feature-stats-noise."
+            )
+    while high / low > 1.001:
+        mid = math.sqrt(low * high)
+        if spent(mid) > target_epsilon:
+            low = mid
+        else:
+            high = mid
+    return high

@@ -16,7 +16,9 @@ __all__ = [
     "ARRAYS",
     "CONFIG",
     "METRICS",
+    "SCALING",
     "SITE",
+    "STATS",
     "ReplyError",
     "error_code_for",
 ]
@@ -25,6 +27,8 @@ ARRAYS = "arrays"  # ArrayRecord: model weights (both directions)
 CONFIG = "config"  # ConfigRecord: round settings from the server
 METRICS = "metrics"  # MetricRecord: a site's numbers in its reply
 SITE = "site"  # ConfigRecord: the site's self-reported name
+SCALING = "feature-scaling"  # ArrayRecord: the shared centre ("center"), server to sites
+STATS = "feature-sum"  # ArrayRecord: a site's noisy feature sum ("sum"), in its query reply
 
 
 class ReplyError(IntEnum):

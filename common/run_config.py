@@ -10,6 +10,7 @@ from typing import Any
 
 from fedvault.common.data import BUNDLED, describe_bundled
 from fedvault.common.errors import ConfigError
+from fedvault.common.feature_stats import FEATURE_TRANSFORMS, check_stats_params
 from fedvault.common.privacy import DPConfig
 
 __all__ = ["RunSettings"]
@@ -57,6 +58,9 @@ class RunSettings:
     holdout_fraction: float = 0.2
     test_fraction: float = 0.2
     non_iid_alpha: float = 0.0
+    feature_transform: str = "none"
+    feature_stats_noise: float = 0.0
+    feature_stats_clip: float = 0.0
     seed: int = 42
     report_path: str = ""
     project: str = "default"
@@ -86,6 +90,14 @@ class RunSettings:
             (self.non_iid_alpha >= 0, "non-iid-alpha must be >= 0 (0 means IID)"),
             (self.optimizer in ("sgd", "adam"), "optimizer must be 'sgd' or 'adam'"),
             (
+                self.feature_transform in FEATURE_TRANSFORMS,
+                f"feature-transform must be one of {', '.join(FEATURE_TRANSFORMS)}",
+            ),
+            (
+                self.feature_stats_noise >= 0,
+                "feature-stats-noise must be >= 0 (0 means per-site standardization)",
+            ),
+            (
                 self.grad_sample_mode in ("fused", "hooks", "ghost", "functorch", "ew"),
                 "grad-sample-mode must be one of fused, hooks, ghost, functorch, ew",
             ),
@@ -108,6 +120,15 @@ class RunSettings:
             if not ok:
                 raise ConfigError(f"Invalid run config: {message}.")
         self.dp  # noqa: B018 -- builds and so validates the DP settings now, not mid-run
+        if self.shared_stats:
+            check_stats_params(
+                noise_multiplier=self.feature_stats_noise, clip_norm=self.feature_stats_clip
+            )
+
+    @property
+    def shared_stats(self) -> bool:
+        """Whether sites scale features by shared, DP-released statistics (not their own)."""
+        return self.feature_stats_noise > 0
 
     @property
     def dp(self) -> DPConfig:

@@ -10,12 +10,14 @@ from flwr.app import ArrayRecord, ConfigRecord, Context, MetricRecord
 from flwr.serverapp import Grid, ServerApp
 
 from fedvault.common.device import seed_everything
-from fedvault.common.errors import FedvaultError
+from fedvault.common.errors import FederationError, FedvaultError
+from fedvault.common.feature_stats import SharedScaling
 from fedvault.common.nets import build_model
 from fedvault.common.run_config import RunSettings
 from fedvault.server.checkpoints import lineage_for, record_round, starting_point
 from fedvault.server.datadir import open_store
 from fedvault.server.evaluation import holdout_evaluator
+from fedvault.server.feature_stats import collect_feature_stats, with_scaling
 from fedvault.server.report import RunReporter
 from fedvault.server.settings import get_settings
 from fedvault.server.store.service import ModelStore
@@ -68,15 +70,29 @@ def run_federation(
         max_update_norm=settings.max_update_norm,
         fraction_evaluate=settings.fraction_evaluate,
     )
-    holdout = holdout_evaluator(settings)
     arrays, parent, sites = start.arrays, start.parent, start.sites
+    scaling = None
+    if settings.shared_stats:
+        if start.resumed:
+            raise FederationError(
+                "A run with shared feature statistics cannot be resumed: its sites released "
+                "them once and the scaling is not kept; start a new run (init-from the "
+                "stored version to keep the weights)."
+            )
+        scaling, released = collect_feature_stats(grid, settings, nodes)
+        record_round(sites, released)
+        reporter.emit("feature-stats", sites=released.sites, refused=released.refused)
+    holdout = holdout_evaluator(settings, scaling)
     metrics: MetricRecord | None = None
     last = settings.num_server_rounds
     for server_round in range(start.first_round, last + 1):
-        arrays = _train_round(grid, strategy, settings, server_round, arrays)
+        arrays = _train_round(grid, strategy, settings, server_round, arrays, scaling)
         if settings.fraction_evaluate > 0:
             replies = grid.send_and_receive(
-                strategy.configure_evaluate(server_round, arrays, ConfigRecord(), grid),
+                with_scaling(
+                    strategy.configure_evaluate(server_round, arrays, ConfigRecord(), grid),
+                    scaling,
+                ),
                 timeout=settings.round_timeout,
             )
             strategy.aggregate_evaluate(server_round, replies)
@@ -132,9 +148,10 @@ def _train_round(
     settings: RunSettings,
     server_round: int,
     arrays: ArrayRecord,
+    scaling: SharedScaling | None,
 ) -> ArrayRecord:
     replies = grid.send_and_receive(
-        strategy.configure_train(server_round, arrays, ConfigRecord(), grid),
+        with_scaling(strategy.configure_train(server_round, arrays, ConfigRecord(), grid), scaling),
         timeout=settings.round_timeout,
     )
     aggregated, _ = strategy.aggregate_train(server_round, replies)

@@ -22,6 +22,7 @@ __all__ = [
     "RoundLog",
     "ValidatingFedAvg",
     "aggregate_site_metrics",
+    "site_name",
     "wait_for_sites",
     "weighted_average",
 ]
@@ -45,7 +46,7 @@ def wait_for_sites(grid: Grid, *, minimum: int, timeout: float, poll: float = 1.
         time.sleep(poll)
 
 
-def _site_name(content: RecordDict, node_id: int) -> str:
+def site_name(content: RecordDict, node_id: int) -> str:
     site = content.config_records.get(SITE)
     return str(site["name"]) if site is not None and "name" in site else f"node-{node_id}"
 
@@ -142,7 +143,7 @@ class ValidatingFedAvg(FedAvg):
                     log.warning("Round %d: node %d failed: %s", server_round, node, reason)
                     entry.failed.append({"node": node, "code": msg.error.code, "reason": reason})
                 continue
-            name = _site_name(msg.content, node)
+            name = site_name(msg.content, node)
             try:
                 arrays = self._check_reply(msg.content)
             except UpdateRejected as e:
