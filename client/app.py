@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from typing import TypeVar
 
 from flwr.app import (
     Array,
@@ -21,7 +22,7 @@ from fedvault.client.local_round import load_global_model, train_round
 from fedvault.client.run_privacy import RunPrivacy
 from fedvault.client.shared_stats import release_feature_sum
 from fedvault.client.site_data import SiteData, load_site_data
-from fedvault.client.site_guard import guarded_release, guarded_round, open_site
+from fedvault.client.site_guard import Site, guarded_release, guarded_round, open_site
 from fedvault.common.device import pick_device
 from fedvault.common.errors import ConfigError
 from fedvault.common.evaluation import evaluate
@@ -32,6 +33,7 @@ from fedvault.common.run_config import RunSettings
 __all__ = ["app"]
 
 log = logging.getLogger("fedvault.client")
+_T = TypeVar("_T")
 app = ClientApp()
 
 Handler = Callable[[Message, Context], Message]
@@ -93,33 +95,51 @@ def _setup(
     return settings, data, server_round
 
 
+def _protected(
+    context: Context,
+    *,
+    guarded: Callable[[Site], _T],
+    insecure: Callable[[RunPrivacy], _T],
+) -> _T:
+    """Spend privacy under the site's policy and ledger; or, only where a test set
+    ``insecure-no-ledger``, with spend tracked for this run alone."""
+    site = open_site(context.node_config)
+    if site is not None:
+        return guarded(site)
+    if context.node_config.get("insecure-no-ledger") is True:
+        log.warning(
+            "INSECURE: insecure-no-ledger is set; no site policy or privacy ledger applies "
+            "and this site's spend is not kept beyond this run."
+        )
+        privacy = RunPrivacy.load(context.state)
+        result = insecure(privacy)
+        privacy.save(context.state)
+        return result
+    raise ConfigError(
+        "This SuperNode has no site-dir, so no site policy or privacy ledger can protect "
+        "its data; start it with `fedvault site run` (or `fedvault site init` first)."
+    )
+
+
 @app.query()
 @_answer_errors
 def share_feature_stats(msg: Message, context: Context) -> Message:
     """Release this site's noisy feature sum for the run's shared scaling (once per run)."""
     settings, data, _ = _setup(msg, context, scaled=False)
     partition = int(context.node_config.get("partition-id", 0))
-    site = open_site(context.node_config)
-    if site is not None:
-        release = guarded_release(
+    release = _protected(
+        context,
+        guarded=lambda site: guarded_release(
             site,
             settings=settings,
             data=data,
             run_id=settings.run_name or f"flower-{msg.metadata.run_id}",
             partition=partition,
-        )
-    elif context.node_config.get("insecure-no-ledger") is True:
-        log.warning("INSECURE: insecure-no-ledger is set; no privacy ledger applies.")
-        privacy = RunPrivacy.load(context.state)
-        release = release_feature_sum(
+        ),
+        insecure=lambda privacy: release_feature_sum(
             settings=settings, data=data, privacy=privacy, partition=partition
-        )
-        privacy.save(context.state)
-    else:
-        raise ConfigError(
-            "This SuperNode has no site-dir, so no site policy or privacy ledger can protect "
-            "its data; start it with `fedvault site run` (or `fedvault site init` first)."
-        )
+        ),
+    )
     content = RecordDict(
         {
             STATS: ArrayRecord({"sum": Array(release.feature_sum)}),
@@ -147,9 +167,9 @@ def train(msg: Message, context: Context) -> Message:
     weights = msg.content.array_records[ARRAYS].to_torch_state_dict()
     device = pick_device(str(context.node_config.get("device", "auto")))
     partition = int(context.node_config.get("partition-id", 0))
-    site = open_site(context.node_config)
-    if site is not None:
-        outcome = guarded_round(
+    outcome = _protected(
+        context,
+        guarded=lambda site: guarded_round(
             site,
             settings=settings,
             data=data,
@@ -158,15 +178,8 @@ def train(msg: Message, context: Context) -> Message:
             global_weights=weights,
             device=device,
             partition=partition,
-        )
-    elif context.node_config.get("insecure-no-ledger") is True:
-        # Tests only: no policy, and spend is tracked for this run only.
-        log.warning(
-            "INSECURE: insecure-no-ledger is set; no site policy or privacy ledger applies "
-            "and this site's spend is not kept beyond this run."
-        )
-        privacy = RunPrivacy.load(context.state)
-        outcome = train_round(
+        ),
+        insecure=lambda privacy: train_round(
             settings=settings,
             data=data,
             global_weights=weights,
@@ -174,13 +187,8 @@ def train(msg: Message, context: Context) -> Message:
             privacy=privacy,
             device=device,
             partition=partition,
-        )
-        privacy.save(context.state)
-    else:
-        raise ConfigError(
-            "This SuperNode has no site-dir, so no site policy or privacy ledger can protect "
-            "its data; start it with `fedvault site run` (or `fedvault site init` first)."
-        )
+        ),
+    )
     content = RecordDict(
         {
             ARRAYS: ArrayRecord(outcome.state_dict),
