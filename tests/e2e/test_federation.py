@@ -17,6 +17,7 @@ from fedvault.server.demo.workspace import Workspace
 from fedvault.server.settings import ServerSettings
 from fedvault.server.store.tables import ModelVersion
 from fedvault.server.superlink import RunStatus
+from tests.e2e._federation import enrol_site
 
 pytestmark = pytest.mark.e2e
 
@@ -62,16 +63,7 @@ def outcome(tmp_path_factory) -> Outcome:
     init_data_dir(ServerSettings(data_dir=data_dir))
     with LocalFederation(workspace, data_dir=data_dir) as fed:
         for site in (0, 1):
-            fed.register(site)
-            fed.start_site(
-                site,
-                {
-                    "partition-id": site,
-                    "num-partitions": 2,
-                    "site-name": f"site-{site}",
-                    "site-dir": str(workspace.site_dir(site)),
-                },
-            )
+            enrol_site(fed, workspace, site, partitions=2)
         # Never registered:
         intruder = fed.start_site(
             2, {"partition-id": 0, "num-partitions": 2, "site-dir": str(workspace.site_dir(2))}

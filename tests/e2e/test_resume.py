@@ -22,6 +22,7 @@ from fedvault.server.datadir import init_data_dir, open_store
 from fedvault.server.demo.federation import APP_DIR, LocalFederation, follow_report
 from fedvault.server.demo.workspace import Workspace
 from fedvault.server.settings import ServerSettings
+from tests.e2e._federation import enrol_site
 
 pytestmark = pytest.mark.e2e
 
@@ -53,16 +54,7 @@ def _federation(root: Path, data_dir: Path) -> LocalFederation:
         (workspace.site_dir(site) / "site-policy.toml").write_text(
             "[privacy]\nmax-total-epsilon = 30.0\nmax-run-epsilon = 30.0\n"
         )
-        fed.register(site)
-        fed.start_site(
-            site,
-            {
-                "partition-id": site,
-                "num-partitions": 2,
-                "site-name": f"site-{site}",
-                "site-dir": str(workspace.site_dir(site)),
-            },
-        )
+        enrol_site(fed, workspace, site, partitions=2)
     fed.wait_online(2)
     return fed
 

@@ -9,6 +9,7 @@ from fedvault.server.datadir import init_data_dir, open_store
 from fedvault.server.demo.federation import APP_DIR, LocalFederation, follow_report
 from fedvault.server.demo.workspace import Workspace
 from fedvault.server.settings import ServerSettings
+from tests.e2e._federation import enrol_site
 
 pytestmark = pytest.mark.e2e
 
@@ -32,16 +33,7 @@ def test_sites_release_their_sums_once_and_the_run_stays_within_target(tmp_path)
     init_data_dir(ServerSettings(data_dir=data_dir))
     with LocalFederation(workspace, data_dir=data_dir) as fed:
         for site in (0, 1):
-            fed.register(site)
-            fed.start_site(
-                site,
-                {
-                    "partition-id": site,
-                    "num-partitions": 2,
-                    "site-name": f"site-{site}",
-                    "site-dir": str(workspace.site_dir(site)),
-                },
-            )
+            enrol_site(fed, workspace, site, partitions=2)
         fed.wait_online(2)
         report = tmp_path / "report.jsonl"
         run_id = fed.superlink.start_run(
