@@ -97,7 +97,7 @@ def load_site_data(
                 f"The shared scaling is for feature-transform {scaling.transform!r} but the "
                 f"run uses {settings.feature_transform!r}."
             )
-        train_x, test_x = scaling.apply(train.x), scaling.apply(test.x)
+        train_x, test_x = scaling.centre(features), scaling.centre(test_x)
     else:
         scaler = Standardizer.fit(features)
         train_x, test_x = scaler.transform(features), scaler.transform(test_x)

@@ -103,7 +103,10 @@ class SharedScaling:
 
     def apply(self, x: np.ndarray) -> np.ndarray:
         """Scale examples ``x`` (any shape whose flattened size matches ``center``)."""
-        t = transform_features(x, self.transform)
+        return self.centre(transform_features(x, self.transform))
+
+    def centre(self, t: np.ndarray) -> np.ndarray:
+        """Subtract the centre from examples ``t`` that went through ``transform`` already."""
         flat = t.reshape(len(t), -1)
         if flat.shape[1] != self.center.size:
             raise DataError(

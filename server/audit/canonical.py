@@ -20,6 +20,7 @@ __all__ = [
     "MAX_DETAILS_BYTES",
     "canonical_details",
     "event_json",
+    "event_json_end",
     "event_json_parts",
     "format_time",
     "parse_time",
@@ -232,7 +233,7 @@ def event_json_parts(
 ) -> tuple[str, str]:
     """An event's canonical JSON around its sequence number and time: ``(head, middle)``.
 
-    ``event_json`` is ``head + str(seq) + middle + json_string(time) + "}"``. The writer
+    ``event_json`` is ``head + str(seq) + middle + event_json_end(time)``. The writer
     gets these from the caller's thread, so its own serial work per event is a few string
     joins. Arguments are ``EVENT_COLUMNS`` after ``seq`` and ``time``.
     """
@@ -260,7 +261,12 @@ def event_json(seq: int, time: str, *fields: Any) -> str:
     if type(seq) is not int:
         raise TypeError(f"seq is {type(seq).__name__}, not an integer")
     head, middle = event_json_parts(*fields)
-    return f"{head}{seq}{middle}{encode_basestring(time)}}}"
+    return f"{head}{seq}{middle}{event_json_end(time)}"
+
+
+def event_json_end(time: str) -> str:
+    """What follows ``middle`` (see ``event_json_parts``): the time and the closing brace."""
+    return f"{encode_basestring(time)}}}"
 
 
 def format_time(when: datetime) -> str:

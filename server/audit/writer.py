@@ -18,7 +18,6 @@ import time
 from collections.abc import Callable, Mapping
 from concurrent.futures import Future
 from datetime import UTC, datetime
-from json.encoder import encode_basestring
 from typing import Any, NotRequired, Required, TypedDict, Unpack, cast
 
 from sqlalchemy import Connection, insert, text
@@ -29,7 +28,7 @@ from fedvault.common.errors import ConfigError, FedvaultError, StorageError
 from fedvault.server.audit._chain import CHECKPOINTS, Tail, load_tail, tail_row
 from fedvault.server.audit._insert import RowInserter
 from fedvault.server.audit._waiters import Control, Pending, settle
-from fedvault.server.audit.canonical import format_time
+from fedvault.server.audit.canonical import event_json_end, format_time
 from fedvault.server.audit.events import Receipt, draft_event
 from fedvault.server.audit.signing import Checkpoint, SigningKey
 from fedvault.server.audit.tables import Outcome
@@ -258,7 +257,7 @@ class AuditLog:
         tail = self._current(conn).copy()
         now = max(format_time(self._clock()), tail.time)
         # The serial part of every append, kept to string joins and two SHA-256 calls.
-        end = f"{encode_basestring(now)}}}"
+        end = event_json_end(now)
         size, prev, prev_hex = tail.size, tail.hash, tail.hash.hex()
         append_leaf, sha256 = tail.tree.append, hashlib.sha256
         rows, receipts = [], []
