@@ -7,13 +7,14 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import Engine, make_url
 
 from fedvault.server.audit._chain import EVENTS
+from fedvault.server.audit._scan_sqlite import scan_sqlite, sqlite_file
 from fedvault.server.audit.canonical import EVENT_COLUMNS, event_json
 from fedvault.server.audit.merkle import CompactRange
 
-__all__ = ["NOT_FOLLOWING", "Scan", "iter_rows", "scan", "scan_url"]
+__all__ = ["NOT_FOLLOWING", "Scan", "iter_rows", "rehash", "scan", "scan_url"]
 
 _CHUNK = 20_000
 NOT_FOLLOWING = "does not follow the event before it (reordered, inserted or removed)"
@@ -139,8 +140,23 @@ def scan(
     return result
 
 
+def _fast(path: str | None, start: int, end: int | None, boundaries: frozenset[int]) -> Scan | None:
+    if path is None:
+        return None
+    result = Scan(start, CompactRange())
+    return result if scan_sqlite(path, result, end=end, boundaries=boundaries) else None
+
+
+def rehash(engine: Engine, *, start: int, end: int | None, boundaries: frozenset[int]) -> Scan:
+    """``scan``, confirmed on SQLite's fast path where it holds (see ``_scan_sqlite``)."""
+    fast = _fast(sqlite_file(engine.url), start, end, boundaries)
+    return fast or scan(engine, start=start, end=end, boundaries=boundaries)
+
+
 def scan_url(url: str, start: int, end: int | None, boundaries: frozenset[int]) -> Scan:
-    """``scan`` in a worker process, on its own connection to the database at ``url``."""
+    """``rehash`` in a worker process, on its own connection to the database at ``url``."""
+    if fast := _fast(sqlite_file(make_url(url)), start, end, boundaries):
+        return fast
     from fedvault.server.db import open_database
 
     engine = open_database(url, migrate=False)

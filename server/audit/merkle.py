@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 
 __all__ = [
     "EMPTY_ROOT",
@@ -12,6 +12,7 @@ __all__ = [
     "inclusion_proof",
     "leaf_hash",
     "node_hash",
+    "prefix_ranges",
     "root_of",
     "verify_consistency",
     "verify_inclusion",
@@ -98,6 +99,34 @@ class CompactRange:
 
     def copy(self) -> CompactRange:
         return CompactRange(self.size, self.nodes)
+
+
+def prefix_ranges(leaves: Sequence[bytes], sizes: Iterable[int]) -> dict[int, CompactRange]:
+    """The compact range over ``leaves[:m]`` for each ``m`` in ``sizes``.
+
+    Builds the tree level by level, so every inner node is hashed once in a tight loop
+    rather than leaf by leaf; every prefix is then a lookup of at most one node per level.
+
+    Raises:
+        ValueError: a size is negative or larger than ``len(leaves)``.
+    """
+    levels = [leaves]
+    sha256 = hashlib.sha256
+    while len(levels[-1]) > 1:
+        pairs = iter(levels[-1])  # an unpaired last node has no parent yet
+        level = [sha256(b"\x01" + a + b).digest() for a, b in zip(pairs, pairs, strict=False)]
+        levels.append(level)
+    ranges = {}
+    for size in sizes:
+        if not 0 <= size <= len(leaves):
+            raise ValueError(f"No prefix of {size} leaves in a list of {len(leaves)}.")
+        nodes, covered = [], 0
+        for height in range(size.bit_length() - 1, -1, -1):
+            if size >> height & 1:
+                nodes.append(levels[height][covered >> height])
+                covered += 1 << height
+        ranges[size] = CompactRange(size, nodes)
+    return ranges
 
 
 def root_of(leaves: Sequence[bytes]) -> bytes:

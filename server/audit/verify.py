@@ -17,7 +17,7 @@ from sqlalchemy.engine import Engine
 
 from fedvault.common.errors import ConfigError
 from fedvault.server.audit._chain import CHECKPOINTS, EVENTS, GENESIS
-from fedvault.server.audit._scan import NOT_FOLLOWING, Scan, iter_rows, scan, scan_url
+from fedvault.server.audit._scan import NOT_FOLLOWING, Scan, iter_rows, rehash, scan, scan_url
 from fedvault.server.audit.merkle import EMPTY_ROOT, CompactRange
 from fedvault.server.audit.signing import Checkpoint, PublicKey
 
@@ -99,14 +99,20 @@ def _stretches(engine: Engine, stretch: int) -> list[tuple[int, int | None]]:
 
 
 def _pool(workers: int) -> ProcessPoolExecutor:
-    """Worker processes, kept for the next verification (an API server verifies often)."""
+    """Worker processes, kept for the next verification (an API server verifies often).
+
+    A process with no other thread (the CLI) forks them: they start at once, with every
+    module already imported. A threaded one (a server) spawns them, since forking copies
+    locks that its other threads may hold.
+    """
     global _POOL
     with _POOL_LOCK:
         if _POOL is None or _POOL[0] != workers or getattr(_POOL[1], "_broken", False):
             if _POOL is not None:
                 _POOL[1].shutdown(wait=False, cancel_futures=True)
-            # spawn, not fork: the caller may be a threaded server.
-            context = multiprocessing.get_context("spawn")
+            forks = "fork" in multiprocessing.get_all_start_methods()
+            alone = forks and threading.active_count() == 1
+            context = multiprocessing.get_context("fork" if alone else "spawn")
             _POOL = (workers, ProcessPoolExecutor(workers, mp_context=context))
         return _POOL[1]
 
@@ -122,7 +128,7 @@ def _scans(
         url.get_backend_name() == "sqlite" and url.database in (None, "", ":memory:")
     ):
         for start, end in parts:
-            yield scan(engine, start=start, end=end, boundaries=boundaries)
+            yield rehash(engine, start=start, end=end, boundaries=boundaries)
         return
     pool = _pool(workers)
     text = url.render_as_string(hide_password=False)
@@ -133,7 +139,7 @@ def _scans(
                 yield future.result()
             except BrokenProcessPool:  # a worker was killed (out of memory, say)
                 log.warning("A verification worker died; rehashing from event %d here", start)
-                yield scan(engine, start=start, end=end, boundaries=boundaries)
+                yield rehash(engine, start=start, end=end, boundaries=boundaries)
     finally:
         for future in futures:
             future.cancel()

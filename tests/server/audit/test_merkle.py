@@ -11,6 +11,7 @@ from fedvault.server.audit.merkle import (
     consistency_proof,
     inclusion_proof,
     leaf_hash,
+    prefix_ranges,
     verify_consistency,
     verify_inclusion,
 )
@@ -114,3 +115,21 @@ def test_a_subtree_that_does_not_start_on_its_boundary_is_refused() -> None:
         three.append(leaf_hash(bytes([i])))
     with pytest.raises(ValueError, match="starts at leaf 3"):
         three.append_subtree(leaf_hash(b"x"), 1)
+
+
+def test_prefix_ranges_equal_ranges_built_leaf_by_leaf() -> None:
+    sizes = range(len(LEAVES) + 1)
+    ranges = prefix_ranges(LEAVES, sizes)
+    compact = CompactRange()
+    for n in sizes:
+        assert ranges[n].size == n and ranges[n].nodes == compact.nodes
+        assert ranges[n].root() == ref.mth(LEAVES[:n])
+        if n < len(LEAVES):
+            compact.append(LEAVES[n])
+    assert prefix_ranges([], [0])[0].root() == CompactRange().root()
+
+
+@pytest.mark.parametrize("size", [-1, len(LEAVES) + 1])
+def test_a_prefix_longer_than_the_leaves_is_refused(size: int) -> None:
+    with pytest.raises(ValueError, match="No prefix"):
+        prefix_ranges(LEAVES, [size])
