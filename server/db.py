@@ -34,7 +34,7 @@ def open_database(url: str, *, migrate: bool = True, pool_size: int | None = Non
     Args:
         url: SQLAlchemy URL.
         migrate: apply Alembic migrations first.
-        pool_size: connections kept open (and as many more on demand); a server answering
+        pool_size: connections kept open (and a quarter more on demand); a server answering
             many requests at once needs about one per worker thread. Default: SQLAlchemy's.
 
     Raises:
@@ -43,7 +43,7 @@ def open_database(url: str, *, migrate: bool = True, pool_size: int | None = Non
     # hide_parameters: a failed statement's message must not carry row values into logs.
     pool: dict[str, Any] = {}
     if pool_size is not None:
-        pool = {"pool_size": pool_size, "max_overflow": pool_size}
+        pool = {"pool_size": pool_size, "max_overflow": pool_size // 4}
     engine = create_engine(url, pool_pre_ping=True, hide_parameters=True, **pool)
     if engine.dialect.name == "sqlite":
         event.listen(engine, "connect", _sqlite_pragmas)

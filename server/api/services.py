@@ -26,7 +26,7 @@ __all__ = ["Metrics", "Services", "close_services", "open_services"]
 
 log = logging.getLogger("fedvault.server.api")
 
-API_POOL_SIZE = 20
+API_POOL_SIZE = 40
 FEDERATION_DOWN = "The federation is not running; start it with `fedvault server start`."
 
 
@@ -104,9 +104,11 @@ def open_services(settings: ServerSettings) -> Services:
         ConfigError: no data directory, or the database cannot be opened.
         KeyMaterialError: a key (audit signing, KEK, token pepper) is missing or unsafe.
     """
-    # One connection per request worker thread (anyio's pool has 40), so requests queue on
-    # threads, not on connections; the audit writer has its own engine and connection, so
-    # busy requests can never starve the log they wait on.
+    # One kept connection per request worker thread (anyio's pool has 40), so requests queue
+    # on threads, not on connections, and a connection is never closed and reopened between
+    # requests (a closing connection blocks whichever thread returns it, often the event
+    # loop). The audit writer has its own engine and connection, so busy requests can never
+    # starve the log they wait on.
     engine = open_database(settings.resolved_database_url(), pool_size=API_POOL_SIZE)
     try:
         with Session(engine) as session:

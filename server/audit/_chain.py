@@ -37,11 +37,14 @@ class Tail:
         return Tail(self.size, self.hash, self.time, self.tree.copy(), self.checkpointed)
 
 
+# Built once: the writer reads the tail before every batch, and building the statement
+# costs several times what running it does.
+_TAIL = select(EVENTS.c.seq, EVENTS.c.hash, EVENTS.c.time).order_by(EVENTS.c.seq.desc()).limit(1)
+
+
 def tail_row(conn: Connection) -> tuple[int, str, str] | None:
     """(seq, hash, time) of the newest event, or None for an empty log."""
-    row = conn.execute(
-        select(EVENTS.c.seq, EVENTS.c.hash, EVENTS.c.time).order_by(EVENTS.c.seq.desc()).limit(1)
-    ).first()
+    row = conn.execute(_TAIL).first()
     return None if row is None else (row[0], row[1], row[2])
 
 

@@ -8,9 +8,9 @@ from __future__ import annotations
 import importlib
 import importlib.util
 
-from fastapi import APIRouter
+from starlette.routing import BaseRoute
 
-__all__ = ["ROUTER_MODULES", "api_router"]
+__all__ = ["ROUTER_MODULES", "api_routes"]
 
 ROUTER_MODULES = (
     "health",
@@ -24,16 +24,17 @@ ROUTER_MODULES = (
 )
 
 
-def _collect() -> APIRouter:
-    collected = APIRouter()
+def api_routes() -> list[BaseRoute]:
+    """Every resource router's routes, in one flat list for the app's own router.
+
+    Each module's routes already carry its prefix, tags and responses. Included routers
+    would stay nested, and every request would be matched against each level in turn.
+    """
+    routes: list[BaseRoute] = []
     for name in ROUTER_MODULES:
         module_name = f"{__name__}.{name}"
         # A resource whose module is not installed is left out rather than failing the app.
         if importlib.util.find_spec(module_name) is None:
             continue
-        module = importlib.import_module(module_name)
-        collected.include_router(module.router)
-    return collected
-
-
-api_router = _collect()
+        routes.extend(importlib.import_module(module_name).router.routes)
+    return routes

@@ -11,6 +11,7 @@ from pydantic import BaseModel, ConfigDict
 
 from fedvault.common.errors import ConfigError
 from fedvault.server.api.deps import ServicesDep, require
+from fedvault.server.api.schemas import ERROR_RESPONSES
 from fedvault.server.audit.canonical import parse_time
 from fedvault.server.audit.federation import ModelLineage, model_lineage, privacy_spend
 from fedvault.server.audit.reports import actor_activity, denied_actions, who_accessed
@@ -18,7 +19,7 @@ from fedvault.server.authz.engine import Resource
 
 __all__ = ["LineagePublic", "parse_when", "router"]
 
-router = APIRouter(prefix="/reports")
+router = APIRouter(prefix="/v1/audit/reports", tags=["audit"], responses=ERROR_RESPONSES)
 
 _Time = Annotated[
     str | None, Query(max_length=64, description="ISO 8601 time with a timezone, or a date.")

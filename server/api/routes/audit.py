@@ -32,8 +32,10 @@ __all__ = [
     "router",
 ]
 
-router = APIRouter(prefix="/v1/audit", tags=["audit"], responses=ERROR_RESPONSES)
-router.include_router(reports_router)
+# The reports' routes carry their whole path, so they join this router's list as they are.
+router = APIRouter(
+    prefix="/v1/audit", tags=["audit"], responses=ERROR_RESPONSES, routes=reports_router.routes
+)
 
 AUDIT_LOG = Resource("AuditLog", "log")
 _MEDIA = {"jsonl": "application/x-ndjson", "csv": "text/csv; charset=utf-8"}
