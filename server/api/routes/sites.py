@@ -56,7 +56,10 @@ class SitePublic(PublicModel):
     id: str
     description: str
     public_key: str
-    node_id: int | None
+    node_id: str | None = Field(
+        description="Flower's node id, as decimal text: it is an unsigned 64-bit number, "
+        "beyond the integers JSON numbers carry exactly in JavaScript."
+    )
     status: str
     connection: str = Field(
         description="online, offline, registered (never connected), unregistered, or unknown "
@@ -97,7 +100,7 @@ def _public(site: Site, connections: dict[int, str] | None) -> SitePublic:
         id=site.id,
         description=site.description,
         public_key=site.public_key,
-        node_id=site.node_id,
+        node_id=None if site.node_id is None else str(site.node_id),
         status=site.status,
         connection=connection,
         created_by=site.created_by,

@@ -44,14 +44,14 @@ def test_register_enrolls_the_node_key_on_the_superlink(
     site = answer.json()
     assert site["id"] == "clinic-1"
     assert site["status"] == "registered"
-    assert site["node_id"] in federation.registered
-    enrolled_key, name = federation.registered[site["node_id"]]
+    assert isinstance(site["node_id"], str), "64-bit ids go out as text, exact in any client"
+    enrolled_key, name = federation.registered[int(site["node_id"])]
     assert enrolled_key.decode().split()[:2] == key.split()[:2]
     assert name == "clinic-1"
     assert "fingerprint" not in site  # no hashes in answers
     (event,) = audit_events(action="site.register")
     assert event["outcome"] == "allowed"
-    assert event["details"]["node_id"] == str(site["node_id"])  # 64-bit: text in JSON
+    assert event["details"]["node_id"] == site["node_id"]
 
 
 def test_listing_and_reading_show_whether_the_node_is_online(
@@ -59,7 +59,7 @@ def test_listing_and_reading_show_whether_the_node_is_online(
 ) -> None:
     first = _register(api, admin, "clinic-1").json()
     _register(api, admin, "clinic-2")
-    federation.online.add(first["node_id"])
+    federation.online.add(int(first["node_id"]))
     listed = {s["id"]: s["connection"] for s in api.get("/v1/sites", headers=admin).json()}
     assert listed == {"clinic-1": "online", "clinic-2": "registered"}
     one = api.get("/v1/sites/clinic-1", headers=admin).json()
@@ -156,7 +156,7 @@ def test_duplicate_ids_and_keys_are_409(
 def test_revoke_takes_the_node_off_the_allow_list_and_ends_site_tokens(
     api: TestClient, admin: Headers, federation: FakeFederation, services: Services
 ) -> None:
-    node_id = _register(api, admin, "clinic-1").json()["node_id"]
+    node_id = int(_register(api, admin, "clinic-1").json()["node_id"])
     with Session(services.engine) as session:
         token, _ = issue_token(
             session,
