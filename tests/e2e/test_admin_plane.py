@@ -171,6 +171,29 @@ def test_the_member_downloads_the_model_and_an_outsider_sees_nothing(plane, fini
     assert _ok(audra.post("/v1/audit/verify"))["ok"] is True
 
 
+def test_the_cli_pulls_the_model_over_https_and_explains_a_refusal(plane, finished_run, tmp_path):
+    """`fedvault api` with a token file and the server's CA, as a data scientist runs it."""
+    model = _ok(plane.clients["dana"].get("/v1/models"))[0]
+    path = f"/v1/models/{model['id']}/versions/{model['latest_version']}/download"
+    common = ["--url", plane.server.api, "--ca", str(plane.server.paths.ca)]
+
+    def cli(who: str, *args: str) -> subprocess.CompletedProcess[str]:
+        token = tmp_path / f"{who}.token"
+        token.write_text(plane.clients[who].headers["authorization"].removeprefix("Bearer "))
+        token.chmod(0o600)
+        command = [FEDVAULT, "api", "GET", path, *args, *common, "--token-file", str(token)]
+        return subprocess.run(command, capture_output=True, text=True, timeout=120, check=False)
+
+    pulled = cli("dana", "-o", str(tmp_path / "model.safetensors"))
+    assert pulled.returncode == 0, pulled.stderr
+    weights = load_safetensors((tmp_path / "model.safetensors").read_bytes())
+    assert weights and all(np.isfinite(a).all() for a in weights.values())
+    refused = cli("eve", "-o", str(tmp_path / "eve.safetensors"))
+    assert refused.returncode == 1
+    assert "404 not_found" in refused.stderr and "Traceback" not in refused.stderr
+    assert not (tmp_path / "eve.safetensors").exists()
+
+
 def test_a_revoked_site_is_removed_from_the_federation(plane, finished_run):
     def allowed() -> set[str]:
         return {n.name for n in plane.server.control().nodes() if n.status != "unregistered"}

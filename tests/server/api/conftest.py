@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import itertools
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
@@ -31,9 +32,12 @@ from fedvault.server.identity import (
     issue_token,
 )
 from fedvault.server.settings import ServerSettings
+from fedvault.server.store.service import Lineage
+from fedvault.server.store.tables import ModelRecord, ModelVersionPublic
 
 Headers = dict[str, str]
 MakeUser = Callable[..., tuple[User, Headers]]
+Store = Callable[..., ModelVersionPublic]
 
 
 def bearer(token: str) -> Headers:
@@ -150,3 +154,37 @@ def audit_events(services: Services) -> Callable[..., list[dict[str, Any]]]:
         return query_events(services.engine, EventFilter(**filters), limit=1000).events
 
     return events
+
+
+@pytest.fixture
+def store_model(services: Services) -> Store:
+    """Store a version of a model in a project, trained by sites with these export rules."""
+
+    def put(
+        model_id: str,
+        *,
+        project: str | None = "alpha",
+        data: bytes = b"weights",
+        exports: tuple[bool, ...] = (True, True),
+        parent: tuple[str, int] | None = None,
+    ) -> ModelVersionPublic:
+        with Session(services.engine) as session:
+            if session.get(ModelRecord, model_id) is None:
+                session.add(ModelRecord(id=model_id, project=project, created_by="tests"))
+                session.commit()
+        sites = [
+            {"site": f"site-{i}", "epsilon": 1.5, "allow-export": ok, "history": [[1.1, 0.1, 9]]}
+            for i, ok in enumerate(exports)
+        ]
+        lineage = Lineage(
+            run_id="trial",
+            round=1,
+            sites=sites,
+            dp={"target-epsilon": 4.0},
+            metrics={"accuracy": 0.9},
+            config={"num-server-rounds": 1},
+            parent=parent,
+        )
+        return services.store.put(model_id, io.BytesIO(data), lineage=lineage, creator="trial")
+
+    return put

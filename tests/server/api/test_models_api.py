@@ -2,57 +2,17 @@
 
 from __future__ import annotations
 
-import io
 import json
 import os
-from collections.abc import Callable
 
 import pytest
 from fastapi.testclient import TestClient
-from sqlmodel import Session
 
 from fedvault.server.api.services import Services
-from fedvault.server.store.service import Lineage
-from fedvault.server.store.tables import ModelRecord, ModelVersionPublic
 
-from .conftest import Headers, MakeUser
+from .conftest import Headers, MakeUser, Store
 
-Store = Callable[..., ModelVersionPublic]
 SECRET_FIELDS = ("sha256", "wrapped_key", "blob", "kek_version", "stored_size")
-
-
-@pytest.fixture
-def store_model(services: Services) -> Store:
-    """Store a version of a model in a project, trained by sites with these export rules."""
-
-    def put(
-        model_id: str,
-        *,
-        project: str | None = "alpha",
-        data: bytes = b"weights",
-        exports: tuple[bool, ...] = (True, True),
-        parent: tuple[str, int] | None = None,
-    ) -> ModelVersionPublic:
-        with Session(services.engine) as session:
-            if session.get(ModelRecord, model_id) is None:
-                session.add(ModelRecord(id=model_id, project=project, created_by="tests"))
-                session.commit()
-        sites = [
-            {"site": f"site-{i}", "epsilon": 1.5, "allow-export": ok, "history": [[1.1, 0.1, 9]]}
-            for i, ok in enumerate(exports)
-        ]
-        lineage = Lineage(
-            run_id="trial",
-            round=1,
-            sites=sites,
-            dp={"target-epsilon": 4.0},
-            metrics={"accuracy": 0.9},
-            config={"num-server-rounds": 1},
-            parent=parent,
-        )
-        return services.store.put(model_id, io.BytesIO(data), lineage=lineage, creator="trial")
-
-    return put
 
 
 @pytest.fixture
