@@ -163,6 +163,7 @@ class FusedDPSGD:
         self.noise_std = float(noise_multiplier) * float(max_grad_norm)
         self.max_grad_norm = float(max_grad_norm)
         self.expected_batch_size = expected_batch_size
+        self._scaled_noise_std = self.noise_std / expected_batch_size
         self.generator = generator
         self._reduction = _reduction(criterion)
         ref = self._params[0]
@@ -195,13 +196,14 @@ class FusedDPSGD:
 
     def step(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """One DP-SGD step on a batch; returns the batch's mean loss (``nan`` if empty)."""
+        # The buffer ends as (noise + clipped sum) / expected_batch_size: the noise is
+        # drawn at that scale and the sum added with that factor, sparing a pass over it.
         flat = self._flat
         if self.noise_std:
-            flat.normal_(0.0, self.noise_std, generator=self.generator)
+            flat.normal_(0.0, self._scaled_noise_std, generator=self.generator)
         else:
             flat.zero_()
         loss = self._add_clipped_sum(x, y) if len(x) else torch.full((), math.nan)
-        flat.div_(self.expected_batch_size)
         for p, grad in zip(self._params, self._grads, strict=True):
             if p.grad is not grad:
                 p.grad = grad
@@ -276,7 +278,7 @@ class FusedDPSGD:
             clip.mul_(self.max_grad_norm)
         clip.clamp_max_(1.0)
         for lg in layers:
-            lg.accumulate(clip)
+            lg.accumulate(clip, 1.0 / self.expected_batch_size)
 
     def _checked_records(self, loss: torch.Tensor) -> list[_Record]:
         """This pass's layer calls, refused unless each trainable layer ran once, intact."""

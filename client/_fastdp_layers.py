@@ -39,12 +39,12 @@ class Buffers(NamedTuple):
 class LayerGrads(NamedTuple):
     """A layer's per-sample squared gradient norms, and how to add its clipped sum.
 
-    ``accumulate(clip)`` adds the sum over the batch of each example's gradient times its
-    clip factor into the layer's buffers.
+    ``accumulate(clip, alpha)`` adds ``alpha`` times the sum over the batch of each
+    example's gradient times its clip factor into the layer's buffers.
     """
 
     sq_norms: torch.Tensor
-    accumulate: Callable[[torch.Tensor], None]
+    accumulate: Callable[[torch.Tensor, float], None]
 
 
 def _materialized(pairs: list[tuple[torch.Tensor | None, torch.Tensor]]) -> LayerGrads:
@@ -59,9 +59,9 @@ def _materialized(pairs: list[tuple[torch.Tensor | None, torch.Tensor]]) -> Laye
     for _, ps in kept[1:]:
         sq = sq.add_(torch.linalg.vecdot(ps, ps))
 
-    def accumulate(clip: torch.Tensor) -> None:
+    def accumulate(clip: torch.Tensor, alpha: float) -> None:
         for buf, ps in kept:
-            buf.addmv_(ps.T, clip)
+            buf.addmv_(ps.T, clip, alpha=alpha)
 
     return LayerGrads(sq, accumulate)
 
@@ -88,11 +88,12 @@ def _linear(layer: nn.Linear, a: torch.Tensor, g: torch.Tensor, bufs: Buffers) -
     aa = torch.linalg.vecdot(a, a)
     sq = torch.addcmul(gg, gg, aa) if b is not None else gg.mul_(aa)
 
-    def accumulate(clip: torch.Tensor) -> None:
+    def accumulate(clip: torch.Tensor, alpha: float) -> None:
         g_t = g.T
-        w.addmm_(g_t * clip, a)  # the columns of g^T, one per example, times its factor
+        # The columns of g^T, one per example, times its factor.
+        w.addmm_(g_t * clip, a, alpha=alpha)
         if b is not None:
-            b.addmv_(g_t, clip)
+            b.addmv_(g_t, clip, alpha=alpha)
 
     return LayerGrads(sq, accumulate)
 

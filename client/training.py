@@ -16,6 +16,7 @@ from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 from fedvault.client._fastdp import FusedDPSGD
+from fedvault.common.device import tune_cpu_allocator
 from fedvault.common.errors import PrivacyConfigError
 
 __all__ = [
@@ -199,6 +200,8 @@ def train_local(
             an unknown grad-sample mode.
     """
     n = len(data)
+    if device.type == "cpu":
+        tune_cpu_allocator()
     model.to(device)
     model.train()
     opt: torch.optim.Optimizer
