@@ -153,6 +153,7 @@ def main() -> None:
     for mode in modes:
         header += f" {mode + ' ms':>12} {'ratio':>6}"
     print(header)
+    print("(each mode's ratio is to plain steps timed in its own pair; plain ms: the first)")
     worst = 0.0
     for case in CASES:
         result = measure(

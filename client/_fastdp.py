@@ -167,8 +167,8 @@ class FusedDPSGD:
         self.generator = generator
         self._reduction = _reduction(criterion)
         ref = self._params[0]
-        # Noise, then clipped sums, then the scaling all happen in this one buffer, and
-        # each parameter's ``.grad`` is a view of it.
+        # The noise and the clipped sums, both already scaled, go into this one buffer,
+        # and each parameter's ``.grad`` is a view of it.
         self._flat = torch.zeros(
             sum(p.numel() for p in self._params), device=ref.device, dtype=ref.dtype
         )

@@ -14,11 +14,12 @@ from rich.console import Console
 
 from fedvault.common.api_client import (
     CA_ENV,
-    DEFAULT_CA,
     DEFAULT_URL,
     TOKEN_ENV,
     URL_ENV,
     ApiClient,
+    default_ca,
+    parse_json,
     read_token,
 )
 from fedvault.common.errors import ConfigError
@@ -71,8 +72,8 @@ def parse_body(*, fields: Sequence[str], raw_fields: Sequence[str] = (), data: s
 
 def open_client(*, url: str, ca: Path | None, token_file: Path | None, timeout: float) -> ApiClient:
     """The client the command uses (tests replace this to talk to an app in process)."""
-    if ca is None and DEFAULT_CA.is_file():
-        ca = DEFAULT_CA
+    if ca is None and default_ca().is_file():
+        ca = default_ca()
     return ApiClient(url=url, token=read_token(token_file), ca=ca, timeout=timeout)
 
 
@@ -110,8 +111,9 @@ def api(
         Path | None,
         typer.Option(
             envvar=CA_ENV,
-            help=f"CA of the server's certificate (the server's tls/ca.pem); default "
-            f"{DEFAULT_CA} if it exists, else the system's.",
+            help="CA of the server's certificate (the server's tls/ca.pem); default "
+            "tls/ca.pem in FEDVAULT_DATA_DIR (./fedvault-data) if it exists, else the "
+            "system's.",
         ),
     ] = None,
     token_file: Annotated[
@@ -145,7 +147,7 @@ def api(
                     fh.write(chunk)
             err_console.print(f"Wrote {output} ({output.stat().st_size:,} bytes)")
         elif kind.startswith("application/json"):
-            _print_json(response.read())
+            _print_json(parse_json(response.read(), what=f"{verb} {path}"))
         elif kind.startswith(_TEXT_TYPES):
             for chunk in response.iter_bytes():
                 sys.stdout.buffer.write(chunk)
@@ -157,10 +159,9 @@ def api(
             )
 
 
-def _print_json(content: bytes) -> None:
-    if not content:
+def _print_json(value: Any) -> None:
+    if value is None:
         return
-    value = json.loads(content)
     if sys.stdout.isatty():
         Console().print_json(data=value)
     else:  # plain JSON for pipes (jq and friends)

@@ -14,16 +14,17 @@ from typing import Any
 
 import httpx
 
-from fedvault.common.errors import ConfigError, FedvaultError
+from fedvault.common.errors import ApiError, ConfigError
 
 __all__ = [
     "CA_ENV",
-    "DEFAULT_CA",
     "DEFAULT_URL",
     "TOKEN_ENV",
     "URL_ENV",
     "ApiClient",
     "ApiError",
+    "default_ca",
+    "parse_json",
     "read_token",
 ]
 
@@ -33,22 +34,14 @@ TOKEN_ENV = "FEDVAULT_TOKEN"  # noqa: S105 -- the variable's name, not a token
 URL_ENV = "FEDVAULT_API_URL"
 CA_ENV = "FEDVAULT_CA"
 DEFAULT_URL = "https://127.0.0.1:8443"
-# Where `fedvault server init` writes the CA; used when it is there and no CA is given.
-DEFAULT_CA = Path("fedvault-data") / "tls" / "ca.pem"
+
+
+def default_ca() -> Path:
+    """Where `fedvault server init` writes the CA: tls/ca.pem in the server's data directory
+    (``FEDVAULT_DATA_DIR``, default ./fedvault-data). The names are the server settings',
+    repeated here because a client machine may not have the admin plane installed."""
+    return Path(os.environ.get("FEDVAULT_DATA_DIR") or "fedvault-data") / "tls" / "ca.pem"
 _LOOPBACK = frozenset({"localhost"})
-
-
-class ApiError(FedvaultError):
-    """The admin API refused a request, answered with an error, or could not be reached.
-
-    Attributes:
-        status: the HTTP status, or None when no answer came.
-        code: the API's error code (``policy_denied``, ``not_found`` ...), if it sent one.
-    """
-
-    def __init__(self, message: str, *, status: int | None = None, code: str | None = None):
-        super().__init__(message)
-        self.status, self.code = status, code
 
 
 def read_token(token_file: Path | None = None) -> str:
@@ -185,13 +178,7 @@ class ApiClient:
             ApiError: as ``stream``, or the answer is not JSON.
         """
         with self.stream(method, path, body=body) as response:
-            content = response.read()
-        if not content:
-            return None
-        try:
-            return json.loads(content)
-        except ValueError as e:
-            raise ApiError(f"{method} {path} did not answer with JSON.") from e
+            return parse_json(response.read(), what=f"{method.upper()} {path}")
 
     def _unreachable(self, error: httpx.TransportError) -> str:
         cause = error.__cause__ or error.__context__
@@ -207,6 +194,20 @@ class ApiClient:
             f"Cannot reach the admin API at {self.url} ({error}). Check the address (--url "
             f"or {URL_ENV}) and that `fedvault server start` is running there."
         )
+
+
+def parse_json(content: bytes, *, what: str) -> Any:
+    """An answer's JSON body (None when empty).
+
+    Raises:
+        ApiError: the body is not JSON.
+    """
+    if not content:
+        return None
+    try:
+        return json.loads(content)
+    except ValueError as e:
+        raise ApiError(f"The answer to {what} is not valid JSON ({e}).") from e
 
 
 def _error(response: httpx.Response) -> ApiError:

@@ -8,6 +8,7 @@ from importlib.metadata import entry_points
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from fedvault.common.errors import FedvaultError
 
@@ -65,5 +66,5 @@ def main() -> None:
     try:
         build_app()()
     except FedvaultError as e:
-        err_console.print(f"[red]error:[/] {e}")
+        err_console.print(f"[red]error:[/] {escape(str(e))}")  # messages echo input
         sys.exit(1)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import logging
 import random
 import sys
@@ -16,7 +15,8 @@ __all__ = ["pick_device", "seed_everything", "tune_cpu_allocator"]
 log = logging.getLogger("fedvault.device")
 
 # glibc's mallopt parameters, and the values training sets: freed blocks up to 32 MiB stay
-# in the heap (glibc's largest mmap threshold), and up to 256 MiB of free heap is kept.
+# in the heap (glibc's largest mmap threshold), and a heap is trimmed only once 256 MiB of
+# it are free at its top (per arena: each thread that allocates may have its own).
 _M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3
 _MMAP_THRESHOLD = 32 * 1024 * 1024
 _TRIM_THRESHOLD = 256 * 1024 * 1024
@@ -65,8 +65,8 @@ def tune_cpu_allocator() -> bool:
     training step faults in and zeroes new pages for what the step before just freed; its
     adaptive threshold only sometimes settles above a model's sizes. On a small CNN that
     made the same DP-SGD step take 2.4 or 3.5 ms depending on the process's history.
-    Keeping freed blocks in the heap makes steps cost the same every time. Memory stays
-    bounded: at most 256 MiB of free heap is kept before glibc trims it.
+    Keeping freed blocks in the heap makes steps cost the same every time. The price is
+    memory kept for reuse: glibc trims a heap only once 256 MiB at its top are free.
 
     Returns:
         Whether the allocator was tuned (False on other C libraries, where nothing is done).
@@ -76,8 +76,7 @@ def tune_cpu_allocator() -> bool:
         _tuned = False
         if sys.platform.startswith("linux"):
             try:
-                libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-                mallopt = libc.mallopt
+                mallopt = ctypes.CDLL(None).mallopt  # the C library this process runs on
             except (OSError, AttributeError):  # musl and others: no mallopt to call
                 log.debug("No glibc mallopt here; the allocator is left as it is")
             else:

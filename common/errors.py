@@ -4,6 +4,7 @@ from __future__ import annotations
 
 __all__ = [
     "AlreadyExists",
+    "ApiError",
     "AuthenticationFailed",
     "ConfigError",
     "DataError",
@@ -100,3 +101,16 @@ class RateLimited(FedvaultError):
     def __init__(self, message: str, *, retry_after: int):
         super().__init__(message)
         self.retry_after = retry_after
+
+
+class ApiError(FedvaultError):
+    """The admin API refused a request, answered with an error, or could not be reached.
+
+    Attributes:
+        status: the HTTP status, or None when no answer came.
+        code: the API's error code (``policy_denied``, ``not_found`` ...), if it sent one.
+    """
+
+    def __init__(self, message: str, *, status: int | None = None, code: str | None = None):
+        super().__init__(message)
+        self.status, self.code = status, code

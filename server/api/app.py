@@ -10,7 +10,7 @@ from starlette.concurrency import run_in_threadpool
 
 from fedvault.server.api.errors import install_error_handlers
 from fedvault.server.api.middleware import AuditMiddleware, BodySizeLimit, RequestContext
-from fedvault.server.api.routes import api_routes
+from fedvault.server.api.routes import api_router
 from fedvault.server.api.services import close_services, open_services
 from fedvault.server.settings import ServerSettings, get_settings
 
@@ -51,7 +51,7 @@ def create_app(settings: ServerSettings | None = None) -> FastAPI:
         redoc_url=None,
     )
     install_error_handlers(app)
-    app.router.routes.extend(api_routes())  # flat: one match per request (see api_routes)
+    app.include_router(api_router)
     # add_middleware wraps what is there: the last added runs first.
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
     app.add_middleware(AuditMiddleware)

@@ -250,3 +250,33 @@ def test_the_method_is_checked_and_help_explains_the_arguments() -> None:
     assert bad.exit_code == 2 and "GET, POST" in bad.output
     shown = runner.invoke(build_app(), ["api", "--help"], terminal_width=200)
     assert "The API path with any query" in shown.output and "FEDVAULT_API_URL" in shown.output
+
+
+def test_an_error_that_echoes_brackets_prints_as_text(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Error messages echo user input; rich must not read it as markup (or crash on it)."""
+    from fedvault.common.cli import main
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        error = {"code": "invalid", "message": "Invalid since '[/x] [bold]'.", "request_id": "r"}
+        return httpx.Response(422, json={"error": error})
+
+    monkeypatch.setattr(api_cli, "open_client", lambda **_: _mock(handler))
+    monkeypatch.setattr("sys.argv", ["fedvault", "api", "GET", "/v1/audit/events?since=[/x]"])
+    with pytest.raises(SystemExit) as exited:
+        main()
+    assert exited.value.code == 1
+    err = capsys.readouterr().err
+    assert "Invalid since '[/x] [bold]'" in err and "Traceback" not in err
+
+
+def test_a_json_answer_that_does_not_parse_is_an_error_not_a_traceback(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    def handler(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(200, headers={"content-type": "application/json"}, content=b"{oops")
+
+    monkeypatch.setattr(api_cli, "open_client", lambda **_: _mock(handler))
+    result = runner.invoke(build_app(), ["api", "GET", "/v1/me"])
+    assert isinstance(result.exception, ApiError) and "not valid JSON" in str(result.exception)

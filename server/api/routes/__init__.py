@@ -1,4 +1,4 @@
-"""One router per resource, collected here into ``api_router``.
+"""One router per resource, their routes collected here into ``api_router``.
 
 Each module defines ``router = APIRouter(prefix="/v1", tags=[...])`` with its own paths.
 """
@@ -8,9 +8,10 @@ from __future__ import annotations
 import importlib
 import importlib.util
 
+from fastapi import APIRouter
 from starlette.routing import BaseRoute
 
-__all__ = ["ROUTER_MODULES", "api_routes"]
+__all__ = ["ROUTER_MODULES", "api_router"]
 
 ROUTER_MODULES = (
     "health",
@@ -24,11 +25,13 @@ ROUTER_MODULES = (
 )
 
 
-def api_routes() -> list[BaseRoute]:
-    """Every resource router's routes, in one flat list for the app's own router.
+def _collect() -> APIRouter:
+    """One router holding every resource router's routes, flat.
 
-    Each module's routes already carry its prefix, tags and responses. Included routers
-    would stay nested, and every request would be matched against each level in turn.
+    Each module's routes already carry its prefix, tags and responses. FastAPI keeps
+    included routers nested and matches a request against every level, so the modules'
+    routers are not included one by one; the app includes this one (which also links its
+    routes to the app's ``dependency_overrides``).
     """
     routes: list[BaseRoute] = []
     for name in ROUTER_MODULES:
@@ -37,4 +40,7 @@ def api_routes() -> list[BaseRoute]:
         if importlib.util.find_spec(module_name) is None:
             continue
         routes.extend(importlib.import_module(module_name).router.routes)
-    return routes
+    return APIRouter(routes=routes)
+
+
+api_router = _collect()

@@ -206,3 +206,17 @@ def test_the_api_starts_without_loading_torch() -> None:
         [sys.executable, "-c", probe], capture_output=True, text=True, check=True
     ).stdout
     assert loaded.strip() == "[]"
+
+
+def test_dependency_overrides_reach_the_resource_routes(settings: ServerSettings) -> None:
+    """Tests and embedders override dependencies on the app; every route must see them."""
+    from fedvault.server.api.deps import current_principal
+    from fedvault.server.identity import Principal
+    from fedvault.server.identity.tables import PrincipalType
+
+    app: FastAPI = create_app(settings)
+    auditor = Principal(PrincipalType.USER, "overridden", "auditor", frozenset())
+    app.dependency_overrides[current_principal] = lambda: auditor
+    with TestClient(app) as client:
+        answer = client.get("/v1/audit/events")  # no token: only the override lets it in
+    assert answer.status_code == 200, answer.text

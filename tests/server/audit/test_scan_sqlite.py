@@ -3,16 +3,21 @@ intact, with the same result, and gives up on every damaged one."""
 
 from __future__ import annotations
 
+import hashlib
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from sqlalchemy import text
 from sqlalchemy.engine import Engine
 
 from fedvault.server.audit import AuditLog, SigningKey, _scan, verify_log
 from fedvault.server.audit._scan import Scan, scan
 from fedvault.server.audit._scan_sqlite import scan_sqlite, sqlite_file
+from fedvault.server.audit.canonical import event_json
 from fedvault.server.audit.merkle import CompactRange
 from fedvault.server.db import open_database
 from tests.server.audit.factories import drop_triggers, event
@@ -131,3 +136,79 @@ def test_a_missing_file_is_not_created(tmp_path: Path) -> None:
     result = Scan(0, CompactRange())
     assert not scan_sqlite(str(tmp_path / "gone.db"), result, end=None, boundaries=frozenset())
     assert not (tmp_path / "gone.db").exists()
+
+
+_TEXT = st.text(st.characters(blacklist_categories=("Cs",)), max_size=12)
+_ROWS = st.lists(
+    st.tuples(
+        _TEXT,  # actor
+        _TEXT,  # action
+        _TEXT,  # resource id
+        st.none() | _TEXT,  # project
+        st.none() | _TEXT,  # policy
+        st.none() | _TEXT,  # source
+        st.none() | _TEXT,  # request id
+        st.sampled_from(["{}", '{"n":1}', '{"note":"\\u0001 é"}']),  # details (canonical)
+    ),
+    min_size=1,
+    max_size=6,
+)
+
+
+@settings(max_examples=60, deadline=None)
+@given(rows=_ROWS)
+def test_the_inline_json_is_event_json_for_any_text(rows: list[tuple]) -> None:  # type: ignore[type-arg]
+    """Rows hashed with ``event_json`` (quotes, escapes, control characters, any script,
+    nulls) are confirmed by the fast path, which writes that JSON inline."""
+    with tempfile.TemporaryDirectory() as tmp:
+        engine = open_database(f"sqlite:///{tmp}/audit.db")
+        prev = bytes(32)
+        with engine.begin() as conn:
+            for seq, (
+                actor,
+                action,
+                rid,
+                project,
+                policy,
+                source,
+                request_id,
+                details,
+            ) in enumerate(rows, 1):
+                fields = (seq, "2025-01-01T00:00:00.000000Z", actor, "user", action, "model")
+                fields += (rid, project, "allowed", policy, source, request_id, details)
+                digest = hashlib.sha256(b"\x00" + prev + event_json(*fields).encode()).digest()
+                conn.execute(
+                    text(
+                        "INSERT INTO audit_events VALUES (:s, :t, :a, :at, :ac, :rt, :ri, :p,"
+                        " :o, :po, :so, :rq, :d, :prev, :h)"
+                    ),
+                    dict(
+                        zip(
+                            (
+                                "s",
+                                "t",
+                                "a",
+                                "at",
+                                "ac",
+                                "rt",
+                                "ri",
+                                "p",
+                                "o",
+                                "po",
+                                "so",
+                                "rq",
+                                "d",
+                            ),
+                            fields,
+                            strict=True,
+                        )
+                    )
+                    | {"prev": prev.hex(), "h": digest.hex()},
+                )
+                prev = digest
+        try:
+            fast = _fast(engine, 0, None)
+            assert fast is not None, "the fast path refused rows event_json hashed"
+            _same(fast, scan(engine, start=0, end=None, boundaries=BOUNDARIES))
+        finally:
+            engine.dispose()
