@@ -24,8 +24,8 @@ from fedvault.common.device import pick_device, seed_everything
 from fedvault.common.feature_stats import SharedScaling, combine_feature_sums
 from fedvault.common.nets import build_model
 from fedvault.common.run_config import RunSettings
-from fedvault.server.evaluation import holdout_evaluator
-from fedvault.server.strategy import weighted_average
+from fedvault.server.federation.evaluation import holdout_evaluator
+from fedvault.server.federation.strategy import weighted_average
 
 
 @dataclass

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from fedvault.server.audit import AuditLog, SigningKey, verify_log, who_accessed
-from fedvault.server.db import open_database
+from fedvault.server.core.db import open_database
 
 MODELS = 10_000
 USERS = 1_000

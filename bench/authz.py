@@ -42,7 +42,7 @@ from sqlmodel import Session
 from fedvault.server.authz import store
 from fedvault.server.authz.engine import AUDIT_LOG, SERVER, PolicyEngine, Resource
 from fedvault.server.authz.tables import PolicyVersion
-from fedvault.server.db import open_database
+from fedvault.server.core.db import open_database
 from fedvault.server.identity.principal import Principal
 from fedvault.server.identity.tables import PrincipalType
 
@@ -226,7 +226,7 @@ async def _throughput(client: httpx.AsyncClient, path: str, *, seconds: float, c
 
 async def _measure_api(*, seconds: float, clients: int, rounds: int) -> dict[str, float]:
     from fedvault.server.api.app import create_app
-    from fedvault.server.datadir import init_data_dir
+    from fedvault.server.core.settings import ServerSettings
     from fedvault.server.identity import (
         add_member,
         create_project,
@@ -234,7 +234,7 @@ async def _measure_api(*, seconds: float, clients: int, rounds: int) -> dict[str
         ensure_pepper,
         issue_token,
     )
-    from fedvault.server.settings import ServerSettings
+    from fedvault.server.serve.datadir import init_data_dir
 
     with tempfile.TemporaryDirectory() as tmp:
         settings = ServerSettings(data_dir=Path(tmp) / "data", mode="test")

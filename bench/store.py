@@ -94,7 +94,7 @@ def _raw(size: int) -> float:
 
 def _store(size: int, workdir: Path) -> tuple[float, float, float]:
     from fedvault.common.crypto import LocalKeyring
-    from fedvault.server.db import open_database
+    from fedvault.server.core.db import open_database
     from fedvault.server.store.service import Lineage, ModelStore
 
     store = ModelStore(

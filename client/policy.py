@@ -5,17 +5,17 @@ from __future__ import annotations
 import math
 import tomllib
 from dataclasses import dataclass, fields
-from importlib.resources import files
 from pathlib import Path
 from typing import Any
 
 from fedvault.common.errors import ConfigError, PolicyRefused
 from fedvault.common.nets import MODELS
 from fedvault.common.run_config import RunSettings
+from fedvault.policies import SITE_POLICY_FILE, default_site_policy_text
 
 __all__ = ["POLICY_FILE", "SitePolicy", "default_policy_text"]
 
-POLICY_FILE = "site-policy.toml"
+POLICY_FILE = SITE_POLICY_FILE
 
 # (section, key) for each field, so errors name the field as the file spells it.
 _LAYOUT: dict[str, tuple[str, str]] = {
@@ -31,8 +31,8 @@ _LAYOUT: dict[str, tuple[str, str]] = {
 
 
 def default_policy_text() -> str:
-    """The documented default policy (``site-policy.toml`` shipped with the client)."""
-    return files("fedvault.client").joinpath(POLICY_FILE).read_text(encoding="utf-8")
+    """The documented default policy (``policies/site-policy.toml``)."""
+    return default_site_policy_text()
 
 
 @dataclass(frozen=True)

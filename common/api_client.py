@@ -41,6 +41,8 @@ def default_ca() -> Path:
     (``FEDVAULT_DATA_DIR``, default ./fedvault-data). The names are the server settings',
     repeated here because a client machine may not have the admin plane installed."""
     return Path(os.environ.get("FEDVAULT_DATA_DIR") or "fedvault-data") / "tls" / "ca.pem"
+
+
 _LOOPBACK = frozenset({"localhost"})
 
 

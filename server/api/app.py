@@ -12,7 +12,7 @@ from fedvault.server.api.errors import install_error_handlers
 from fedvault.server.api.middleware import AuditMiddleware, BodySizeLimit, RequestContext
 from fedvault.server.api.routes import api_router
 from fedvault.server.api.services import close_services, open_services
-from fedvault.server.settings import ServerSettings, get_settings
+from fedvault.server.core.settings import ServerSettings, get_settings
 
 __all__ = ["create_app"]
 

@@ -30,9 +30,9 @@ from starlette.concurrency import run_in_threadpool
 from fedvault.common.errors import AuthenticationFailed, NotFound, PolicyDenied, RateLimited
 from fedvault.server.api.services import Services
 from fedvault.server.authz.engine import SERVER, Decision, Resource
+from fedvault.server.core.settings import ServerSettings
 from fedvault.server.identity import Principal, Role, authenticate_until
 from fedvault.server.identity.tokens import token_digest
-from fedvault.server.settings import ServerSettings
 
 __all__ = [
     "AuditNote",

@@ -15,11 +15,11 @@ from fedvault.server.audit.service import open_audit_log
 from fedvault.server.audit.writer import AuditLog
 from fedvault.server.authz import store as policy_store
 from fedvault.server.authz.engine import PolicyEngine
-from fedvault.server.control import FederationControl, control_from_settings
-from fedvault.server.datadir import open_store
-from fedvault.server.db import open_database
+from fedvault.server.core.db import open_database
+from fedvault.server.core.settings import ServerSettings
 from fedvault.server.identity import FailedLoginLimiter, load_pepper
-from fedvault.server.settings import ServerSettings
+from fedvault.server.serve.control import FederationControl, control_from_settings
+from fedvault.server.store.from_settings import open_store
 from fedvault.server.store.service import ModelStore
 
 __all__ = ["Metrics", "Services", "close_services", "open_services"]

@@ -157,7 +157,7 @@ def scan_url(url: str, start: int, end: int | None, boundaries: frozenset[int]) 
     """``rehash`` in a worker process, on its own connection to the database at ``url``."""
     if fast := _fast(sqlite_file(make_url(url)), start, end, boundaries):
         return fast
-    from fedvault.server.db import open_database
+    from fedvault.server.core.db import open_database
 
     engine = open_database(url, migrate=False)
     try:

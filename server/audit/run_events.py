@@ -11,7 +11,7 @@ from typing import Any
 from fedvault.server.audit.service import open_audit_log
 from fedvault.server.audit.tables import Outcome
 from fedvault.server.audit.writer import AuditLog, EventFields
-from fedvault.server.settings import ServerSettings, get_settings
+from fedvault.server.core.settings import ServerSettings, get_settings
 
 __all__ = [
     "MODEL_STORED",

@@ -18,8 +18,8 @@ from fedvault.server.audit._chain import CHECKPOINTS
 from fedvault.server.audit.signing import KEY_FILE, PublicKey, SigningKey
 from fedvault.server.audit.tables import Outcome
 from fedvault.server.audit.writer import AuditLog, EventFields
-from fedvault.server.db import open_database
-from fedvault.server.settings import ServerSettings
+from fedvault.server.core.db import open_database
+from fedvault.server.core.settings import ServerSettings
 
 __all__ = [
     "LOCAL_USER",

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import Column, DateTime, Text, UniqueConstraint
+from sqlalchemy import Column, Text, UniqueConstraint
 from sqlmodel import Field, SQLModel
 
-from fedvault.server.store.tables import utcnow
+from fedvault.server.core.sqltypes import utc_timestamp
 
 __all__ = ["PolicyVersion"]
 
@@ -29,6 +29,4 @@ class PolicyVersion(SQLModel, table=True):
     sha256: str = Field(max_length=64)
     deleted: bool = False
     created_by: str = Field(max_length=64)
-    created_at: datetime = Field(
-        default_factory=utcnow, sa_column=Column(DateTime(timezone=True), nullable=False)
-    )
+    created_at: datetime = utc_timestamp()

@@ -12,10 +12,10 @@ from typing import Any
 from fedvault.common.errors import FederationError, ProcessError
 from fedvault.common.flower_cmd import ConfigValue, supernode_command
 from fedvault.common.processes import ManagedProcess, free_port, tail
-from fedvault.server.app_definition import APP_DIR
+from fedvault.server.core.settings import DATA_DIR_ENV
 from fedvault.server.demo.workspace import Workspace
-from fedvault.server.settings import DATA_DIR_ENV
-from fedvault.server.superlink import RunStatus, SuperLink
+from fedvault.server.federation.app_definition import APP_DIR
+from fedvault.server.serve.superlink import RunStatus, SuperLink
 
 __all__ = ["APP_DIR", "LocalFederation", "follow_report"]
 

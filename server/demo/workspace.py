@@ -5,13 +5,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from fedvault.client.policy import POLICY_FILE, default_policy_text
 from fedvault.common.pki import (
     CertificateAuthority,
     generate_node_keys,
     issue_server_certificate,
     write_private,
 )
+from fedvault.policies import SITE_POLICY_FILE, default_site_policy_text
 
 __all__ = ["Workspace"]
 
@@ -41,9 +41,9 @@ class Workspace:
             private = root / "sites" / f"site-{i}" / "node.key"
             if not private.exists():
                 generate_node_keys(f"site-{i}").save(private)
-            policy = private.parent / POLICY_FILE
+            policy = private.parent / SITE_POLICY_FILE
             if not policy.exists():
-                policy.write_text(default_policy_text(), encoding="utf-8")
+                policy.write_text(default_site_policy_text(), encoding="utf-8")
             keys.append(private)
         return cls(root, certs / "ca.pem", certs / "server.pem", certs / "server.key", tuple(keys))
 

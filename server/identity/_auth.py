@@ -8,6 +8,7 @@ from datetime import datetime, timedelta
 from sqlmodel import Session, col, select
 
 from fedvault.common.errors import AlreadyExists, AuthenticationFailed, ConfigError, NotFound
+from fedvault.server.core.time import utcnow
 from fedvault.server.identity._accounts import create_user
 from fedvault.server.identity._common import as_utc, check_text, commit
 from fedvault.server.identity.principal import Principal
@@ -28,7 +29,6 @@ from fedvault.server.identity.tokens import (
     verify_digest,
     well_formed,
 )
-from fedvault.server.store.tables import utcnow
 
 __all__ = [
     "AUTH_FAILED_MESSAGE",

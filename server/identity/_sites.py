@@ -12,9 +12,9 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from sqlmodel import Session, col, select
 
 from fedvault.common.errors import AlreadyExists, ConfigError
+from fedvault.server.core.time import utcnow
 from fedvault.server.identity._common import check_id, check_text, commit, require
 from fedvault.server.identity.tables import ApiToken, PrincipalType, Site, SiteStatus
-from fedvault.server.store.tables import utcnow
 
 __all__ = [
     "add_site",

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from fedvault.common.errors import ConfigError, KeyMaterialError
 from fedvault.common.files import create_private, read_private
-from fedvault.server.settings import ServerSettings
+from fedvault.server.core.settings import ServerSettings
 
 __all__ = ["MIN_PEPPER_BYTES", "PEPPER_FILE", "ensure_pepper", "load_pepper"]
 

@@ -4,13 +4,11 @@ from __future__ import annotations
 
 from datetime import datetime
 from enum import StrEnum
-from typing import Any
 
-from sqlalchemy import Column, DateTime, Text
+from sqlalchemy import Column, Text
 from sqlmodel import Field, SQLModel
 
-from fedvault.server.sqltypes import Uint64
-from fedvault.server.store.tables import utcnow
+from fedvault.server.core.sqltypes import Uint64, utc_timestamp
 
 __all__ = [
     "ApiToken",
@@ -45,12 +43,6 @@ class SiteStatus(StrEnum):
     REVOKED = "revoked"  # removed from the allow-list; its tokens no longer work
 
 
-def _when(*, nullable: bool = False) -> Any:
-    if nullable:
-        return Field(default=None, sa_column=Column(DateTime(timezone=True), nullable=True))
-    return Field(default_factory=utcnow, sa_column=Column(DateTime(timezone=True), nullable=False))
-
-
 class User(SQLModel, table=True):
     """A person. ``id`` is the login name; ``site_id`` ties a site operator to a site."""
 
@@ -62,7 +54,7 @@ class User(SQLModel, table=True):
     site_id: str | None = Field(default=None, foreign_key="sites.id", max_length=64)
     disabled: bool = False
     created_by: str = Field(max_length=64)
-    created_at: datetime = _when()
+    created_at: datetime = utc_timestamp()
 
 
 class Project(SQLModel, table=True):
@@ -73,7 +65,7 @@ class Project(SQLModel, table=True):
     id: str = Field(primary_key=True, max_length=64)
     description: str = Field(default="", max_length=1000)
     created_by: str = Field(max_length=64)
-    created_at: datetime = _when()
+    created_at: datetime = utc_timestamp()
 
 
 class Membership(SQLModel, table=True):
@@ -84,7 +76,7 @@ class Membership(SQLModel, table=True):
     project_id: str = Field(foreign_key="projects.id", primary_key=True, max_length=64)
     user_id: str = Field(foreign_key="users.id", primary_key=True, max_length=64, index=True)
     added_by: str = Field(max_length=64)
-    added_at: datetime = _when()
+    added_at: datetime = utc_timestamp()
 
 
 class Site(SQLModel, table=True):
@@ -99,8 +91,8 @@ class Site(SQLModel, table=True):
     node_id: int | None = Field(default=None, sa_column=Column(Uint64, nullable=True))
     status: str = Field(default=SiteStatus.REGISTERED, max_length=16)
     created_by: str = Field(max_length=64)
-    created_at: datetime = _when()
-    revoked_at: datetime | None = _when(nullable=True)
+    created_at: datetime = utc_timestamp()
+    revoked_at: datetime | None = utc_timestamp(nullable=True)
 
 
 class ApiToken(SQLModel, table=True):
@@ -119,7 +111,7 @@ class ApiToken(SQLModel, table=True):
     principal_id: str = Field(max_length=64, index=True)
     name: str = Field(default="", max_length=200)
     created_by: str = Field(max_length=64)
-    created_at: datetime = _when()
-    expires_at: datetime | None = _when(nullable=True)
-    revoked_at: datetime | None = _when(nullable=True)
-    last_used_at: datetime | None = _when(nullable=True)
+    created_at: datetime = utc_timestamp()
+    expires_at: datetime | None = utc_timestamp(nullable=True)
+    revoked_at: datetime | None = utc_timestamp(nullable=True)
+    last_used_at: datetime | None = utc_timestamp(nullable=True)

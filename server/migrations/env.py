@@ -1,4 +1,4 @@
-"""Alembic environment: migrations run on a connection handed over by fedvault.server.db."""
+"""Alembic environment: migrations run on a connection handed over by fedvault.server.core.db."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from fedvault.server.store.tables import metadata
 
 connection = context.config.attributes.get("connection")
 if connection is None:
-    raise RuntimeError("Run migrations through fedvault.server.db.upgrade().")
+    raise RuntimeError("Run migrations through fedvault.server.core.db.upgrade().")
 context.configure(connection=connection, target_metadata=metadata, render_as_batch=True)
 with context.begin_transaction():
     context.run_migrations()

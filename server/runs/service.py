@@ -13,11 +13,12 @@ from sqlmodel import Session, col, select
 
 from fedvault.common.errors import AlreadyExists, ConfigError, FedvaultError, NotFound
 from fedvault.common.run_config import RunSettings, Scalar
+from fedvault.server.core.time import utcnow
 from fedvault.server.identity.tables import Project
 from fedvault.server.runs.progress import report_path
 from fedvault.server.runs.tables import RunRecord, RunState
 from fedvault.server.store.service import parse_ref
-from fedvault.server.store.tables import ModelRecord, utcnow
+from fedvault.server.store.tables import ModelRecord
 
 __all__ = [
     "DEFAULT_PROJECT",

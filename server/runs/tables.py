@@ -9,8 +9,7 @@ from typing import Any
 from sqlalchemy import JSON, Column, DateTime, Text
 from sqlmodel import Field, SQLModel
 
-from fedvault.server.sqltypes import Uint64
-from fedvault.server.store.tables import utcnow
+from fedvault.server.core.sqltypes import Uint64, utc_timestamp
 
 __all__ = ["RunRecord", "RunState"]
 
@@ -36,9 +35,7 @@ class RunRecord(SQLModel, table=True):
     details: str = Field(default="", sa_column=Column(Text, nullable=False, default=""))
     config: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON))
     created_by: str = Field(max_length=64)
-    created_at: datetime = Field(
-        default_factory=utcnow, sa_column=Column(DateTime(timezone=True), nullable=False)
-    )
+    created_at: datetime = utc_timestamp()
     finished_at: datetime | None = Field(
         default=None, sa_column=Column(DateTime(timezone=True), nullable=True)
     )

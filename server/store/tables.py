@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, BigInteger, Column, DateTime, LargeBinary, UniqueConstraint
+from sqlalchemy import JSON, BigInteger, Column, LargeBinary, UniqueConstraint
 from sqlmodel import Field, SQLModel
+
+from fedvault.server.core.sqltypes import utc_timestamp
 
 __all__ = [
     "ModelRecord",
@@ -14,18 +16,9 @@ __all__ = [
     "ModelVersionPublic",
     "VersionState",
     "metadata",
-    "utcnow",
 ]
 
 metadata = SQLModel.metadata
-
-
-def utcnow() -> datetime:
-    return datetime.now(UTC)
-
-
-def _when() -> Any:
-    return Field(default_factory=utcnow, sa_column=Column(DateTime(timezone=True), nullable=False))
 
 
 class VersionState:
@@ -44,7 +37,7 @@ class ModelRecord(SQLModel, table=True):
     description: str = Field(default="", max_length=1000)
     project: str | None = Field(default=None, max_length=128, index=True)
     created_by: str = Field(max_length=128)
-    created_at: datetime = _when()
+    created_at: datetime = utc_timestamp()
 
 
 class ModelVersionBase(SQLModel):
@@ -65,7 +58,7 @@ class ModelVersionBase(SQLModel):
     sha256: str | None = Field(default=None, max_length=64)
     size: int | None = Field(default=None, sa_column=Column(BigInteger))
     created_by: str = Field(max_length=128)
-    created_at: datetime = _when()
+    created_at: datetime = utc_timestamp()
 
 
 class ModelVersion(ModelVersionBase, table=True):

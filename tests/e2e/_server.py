@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from fedvault.common.processes import ManagedProcess, free_port
-from fedvault.server.control import FederationControl, ServerPaths
+from fedvault.server.serve.control import FederationControl, ServerPaths
 
 FEDVAULT = str(Path(sys.executable).parent / "fedvault")
 TOKEN = re.compile(r"fvt_[0-9A-Za-z]+")

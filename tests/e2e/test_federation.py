@@ -11,12 +11,13 @@ import pytest
 
 from fedvault.common.crypto import WrappedKey, object_context
 from fedvault.common.run_config import RunSettings
-from fedvault.server.datadir import init_data_dir, open_store
+from fedvault.server.core.settings import ServerSettings
 from fedvault.server.demo.federation import APP_DIR, LocalFederation, follow_report
 from fedvault.server.demo.workspace import Workspace
-from fedvault.server.settings import ServerSettings
+from fedvault.server.serve.datadir import init_data_dir
+from fedvault.server.serve.superlink import RunStatus
+from fedvault.server.store.from_settings import open_store
 from fedvault.server.store.tables import ModelVersion
-from fedvault.server.superlink import RunStatus
 from tests.e2e._federation import enrol_site
 
 pytestmark = pytest.mark.e2e

@@ -17,11 +17,12 @@ from flwr.app import ArrayRecord
 from fedvault.common.errors import FederationError
 from fedvault.common.processes import descendants
 from fedvault.common.run_config import RunSettings
-from fedvault.server.checkpoints import starting_point
-from fedvault.server.datadir import init_data_dir, open_store
+from fedvault.server.core.settings import ServerSettings
 from fedvault.server.demo.federation import APP_DIR, LocalFederation, follow_report
 from fedvault.server.demo.workspace import Workspace
-from fedvault.server.settings import ServerSettings
+from fedvault.server.federation.checkpoints import starting_point
+from fedvault.server.serve.datadir import init_data_dir
+from fedvault.server.store.from_settings import open_store
 from tests.e2e._federation import enrol_site
 
 pytestmark = pytest.mark.e2e

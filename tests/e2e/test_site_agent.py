@@ -14,11 +14,11 @@ from sklearn.datasets import load_digits
 
 from fedvault.common.processes import ManagedProcess
 from fedvault.common.run_config import RunSettings
-from fedvault.server.datadir import init_data_dir
+from fedvault.server.core.settings import DATA_DIR_ENV, ServerSettings
 from fedvault.server.demo.federation import APP_DIR, follow_report
 from fedvault.server.demo.workspace import Workspace
-from fedvault.server.settings import DATA_DIR_ENV, ServerSettings
-from fedvault.server.superlink import SuperLink
+from fedvault.server.serve.datadir import init_data_dir
+from fedvault.server.serve.superlink import SuperLink
 
 pytestmark = pytest.mark.e2e
 

@@ -11,7 +11,7 @@ from sqlalchemy import create_engine, text
 from sqlalchemy.exc import OperationalError
 
 from fedvault.common.crypto import LocalKeyring
-from fedvault.server.db import open_database
+from fedvault.server.core.db import open_database
 from fedvault.server.store.service import ModelStore
 
 POSTGRES_ADMIN_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"

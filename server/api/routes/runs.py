@@ -18,8 +18,8 @@ from fedvault.server.api.deps import (
     require,
 )
 from fedvault.server.api.schemas import ERROR_RESPONSES, IdPath, PublicModel, RequestModel
-from fedvault.server.app_definition import APP_DIR
 from fedvault.server.authz.engine import Resource
+from fedvault.server.federation.app_definition import APP_DIR
 from fedvault.server.identity import service as identity
 from fedvault.server.runs import progress
 from fedvault.server.runs import service as runs

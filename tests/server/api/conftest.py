@@ -18,7 +18,7 @@ from fedvault.common.pki import generate_node_keys
 from fedvault.server.api.app import create_app
 from fedvault.server.api.services import Services
 from fedvault.server.audit.query import EventFilter, query_events
-from fedvault.server.datadir import init_data_dir
+from fedvault.server.core.settings import ServerSettings
 from fedvault.server.identity import (
     PrincipalType,
     User,
@@ -31,7 +31,7 @@ from fedvault.server.identity import (
     get_site,
     issue_token,
 )
-from fedvault.server.settings import ServerSettings
+from fedvault.server.serve.datadir import init_data_dir
 from fedvault.server.store.service import Lineage
 from fedvault.server.store.tables import ModelRecord, ModelVersionPublic
 

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from fedvault.common.errors import FederationError, NotFound
-from fedvault.server.control import NodeInfo, RunStatus
+from fedvault.server.serve.control import NodeInfo, RunStatus
 
 __all__ = ["FakeFederation"]
 

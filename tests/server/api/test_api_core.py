@@ -12,7 +12,7 @@ from fastapi.testclient import TestClient
 
 from fedvault.server.api.app import create_app
 from fedvault.server.audit.query import EventFilter, query_events
-from fedvault.server.settings import ServerSettings
+from fedvault.server.core.settings import ServerSettings
 
 from .conftest import Headers
 

@@ -21,10 +21,10 @@ from sqlmodel import Session
 
 from fedvault.common.pki import generate_node_keys
 from fedvault.server.api.app import create_app
-from fedvault.server.datadir import init_data_dir
+from fedvault.server.core.settings import ServerSettings
 from fedvault.server.identity import add_site, ensure_pepper
 from fedvault.server.runs.tables import RunRecord
-from fedvault.server.settings import ServerSettings
+from fedvault.server.serve.datadir import init_data_dir
 from fedvault.server.store.service import Lineage
 from fedvault.server.store.tables import ModelRecord
 

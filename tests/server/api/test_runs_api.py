@@ -12,7 +12,7 @@ from fastapi.testclient import TestClient
 from sqlmodel import Session
 
 from fedvault.server.api.services import Services
-from fedvault.server.app_definition import APP_DIR
+from fedvault.server.federation.app_definition import APP_DIR
 from fedvault.server.store.tables import ModelRecord
 
 from .conftest import Headers, MakeUser

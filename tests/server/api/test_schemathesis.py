@@ -17,9 +17,9 @@ from schemathesis import GenerationMode
 from schemathesis.checks import not_a_server_error
 
 from fedvault.server.api.app import create_app
-from fedvault.server.datadir import init_data_dir
+from fedvault.server.core.settings import ServerSettings
 from fedvault.server.identity import ensure_pepper
-from fedvault.server.settings import ServerSettings
+from fedvault.server.serve.datadir import init_data_dir
 
 from .conftest import Headers, add_user
 from .fake_federation import FakeFederation

@@ -9,7 +9,7 @@ import pytest
 from sqlalchemy.engine import Engine
 
 from fedvault.server.audit import AuditLog, SigningKey
-from fedvault.server.db import open_database
+from fedvault.server.core.db import open_database
 from tests.server.audit.factories import SEEDED, FakeClock, event
 
 

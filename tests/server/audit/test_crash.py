@@ -14,7 +14,7 @@ from pathlib import Path
 from sqlalchemy import text
 
 from fedvault.server.audit import AuditLog, SigningKey, verify_log
-from fedvault.server.db import open_database
+from fedvault.server.core.db import open_database
 from tests.server.audit.factories import event
 
 WRITER = textwrap.dedent(
@@ -22,7 +22,7 @@ WRITER = textwrap.dedent(
     import sys, threading
     from pathlib import Path
     from fedvault.server.audit import AuditLog, SigningKey
-    from fedvault.server.db import open_database
+    from fedvault.server.core.db import open_database
 
     url, key_path = sys.argv[1], Path(sys.argv[2])
     log = AuditLog(engine=open_database(url), signing_key=SigningKey.load(key_path),

@@ -14,10 +14,10 @@ from sqlalchemy.engine import Engine
 from fedvault.common.errors import NotFound, StorageError
 from fedvault.server.audit import AuditLog, EventFilter, model_lineage, privacy_spend, query_events
 from fedvault.server.audit.run_events import RunAudit
-from fedvault.server.datadir import init_data_dir
-from fedvault.server.db import open_database
-from fedvault.server.report import RunReporter
-from fedvault.server.settings import ServerSettings
+from fedvault.server.core.db import open_database
+from fedvault.server.core.settings import ServerSettings
+from fedvault.server.federation.report import RunReporter
+from fedvault.server.serve.datadir import init_data_dir
 
 CONFIG = {
     "project": "credit",

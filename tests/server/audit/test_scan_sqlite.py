@@ -19,7 +19,7 @@ from fedvault.server.audit._scan import Scan, scan
 from fedvault.server.audit._scan_sqlite import scan_sqlite, sqlite_file
 from fedvault.server.audit.canonical import event_json
 from fedvault.server.audit.merkle import CompactRange
-from fedvault.server.db import open_database
+from fedvault.server.core.db import open_database
 from tests.server.audit.factories import drop_triggers, event
 
 EVENTS = 30

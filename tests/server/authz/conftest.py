@@ -10,7 +10,7 @@ from sqlmodel import Session
 
 from fedvault.server.authz import store
 from fedvault.server.authz.engine import PolicyEngine
-from fedvault.server.db import open_database
+from fedvault.server.core.db import open_database
 
 
 @pytest.fixture

@@ -19,7 +19,7 @@ from fedvault.server.authz import (
     store,
 )
 from fedvault.server.authz._index import action_groups
-from fedvault.server.db import open_database
+from fedvault.server.core.db import open_database
 from tests.server.authz.factories import model, project, run, site, token, user
 
 ADMIN = user("admin", "root")

@@ -16,7 +16,7 @@ READERS = """permit (principal is User in Project::"alpha", action == Action::"m
 
 
 def test_seed_stores_the_defaults_once(db_url: str) -> None:
-    from fedvault.server.db import open_database
+    from fedvault.server.core.db import open_database
 
     engine = open_database(db_url)
     with Session(engine) as session:

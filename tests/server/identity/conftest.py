@@ -9,7 +9,7 @@ import pytest
 from sqlmodel import Session
 
 from fedvault.common.pki import generate_node_keys
-from fedvault.server.db import open_database
+from fedvault.server.core.db import open_database
 
 
 @pytest.fixture

@@ -11,8 +11,8 @@ import pytest
 from pydantic import SecretStr
 
 from fedvault.common.errors import ConfigError, KeyMaterialError
+from fedvault.server.core.settings import ServerSettings
 from fedvault.server.identity.pepper import PEPPER_FILE, ensure_pepper, load_pepper
-from fedvault.server.settings import ServerSettings
 
 
 def _settings(data_dir: Path | None = None, pepper: str | None = None) -> ServerSettings:

@@ -1,0 +1,1 @@
+"""Every typer group of the server side: `server`, `audit`, `keys`, `models`, `demo`."""

@@ -1,0 +1,1 @@
+"""The Flower ServerApp: rounds, strategy, update validation, evaluation, checkpoints, report."""

@@ -1,0 +1,1 @@
+"""What `fedvault server start` runs: supervisor, SuperLink, fleet gateway, Control client, TLS."""
